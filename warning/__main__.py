@@ -1,0 +1,5 @@
+"""`python -m warning` runs the `warning` command."""
+
+from warning.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Audiences: named rules over residents, contacts and loudspeakers; arrives with the broadcast engine."""

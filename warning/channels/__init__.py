@@ -1,0 +1,1 @@
+"""Delivery channels (SMS, voice, WeChat, loudspeakers) behind one protocol (the broadcast engine)."""

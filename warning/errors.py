@@ -1,0 +1,67 @@
+"""The exception tree of `warning`; imports nothing of ours.
+
+    WarningError                      every error this package raises on purpose
+    ├── UsageError                    the user asked for something malformed (exit code 2)
+    │   ├── ConfigError               a bad config file, key or value
+    │   └── ImportFileError           a directory file that cannot be imported at all (bad header, unreadable)
+    ├── StoreError                    Redis is unreachable, misconfigured or refused to start
+    │   └── VolatileStoreError        Redis keeps nothing on disk and `redis.allow_volatile` is off
+    ├── BrokerError                   the MQTT broker is unreachable or refused to start
+    └── DeliveryError                 a channel could not deliver (raised by channel adapters only)
+        ├── TransientDeliveryError    worth retrying, possibly after `retry_after` seconds
+        └── PermanentDeliveryError    never retry (bad number, unsubscribed, …)
+
+Decide by type, never by message text. Messages are user-facing and already translated.
+"""
+
+from __future__ import annotations
+
+
+class WarningError(Exception):
+    """Base of every error raised on purpose by this package."""
+
+    exit_code = 1
+
+
+class UsageError(WarningError):
+    """The user asked for something malformed; the message says what to fix."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A configuration file, key or value is invalid."""
+
+
+class ImportFileError(UsageError):
+    """A directory file cannot be imported at all (unreadable, unknown format, bad header)."""
+
+
+class StoreError(WarningError):
+    """Redis is unreachable, misconfigured, or the embedded server failed to start."""
+
+
+class VolatileStoreError(StoreError):
+    """Redis keeps nothing on disk and the configuration does not allow that."""
+
+    exit_code = 2
+
+
+class BrokerError(WarningError):
+    """The MQTT broker is unreachable or the embedded broker failed to start."""
+
+
+class DeliveryError(WarningError):
+    """A channel could not deliver a message."""
+
+
+class TransientDeliveryError(DeliveryError):
+    """A delivery failed in a way worth retrying."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(DeliveryError):
+    """A delivery failed in a way that no retry can fix."""

@@ -1,0 +1,61 @@
+"""Structured logs on stderr: one JSON object per line (or readable text), phone numbers always masked."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from warning.config import LogSettings
+from warning.phone import mask_text
+
+# Attributes every LogRecord has; anything else was passed with `extra=` and becomes a field.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"ts", "level", "logger", "msg", …extra fields, "exc"?}` with phone numbers masked everywhere."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update(_fields(record))
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return mask_text(json.dumps(entry, ensure_ascii=False, default=str))
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger: message key=value …` for people watching a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        extra = " ".join(f"{k}={v}" for k, v in _fields(record).items())
+        line = f"{ts} {record.levelname:<7} {record.name}: {record.getMessage()}" + (
+            f" {extra}" if extra else ""
+        )
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return mask_text(line)
+
+
+def configure_logging(settings: LogSettings) -> None:
+    """Send every log record to stderr in the configured format and level (called once at start)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.level.upper())
+    # Chatty libraries: their INFO is our DEBUG.
+    for name in ("amqtt", "transitions", "aiohttp.access", "apscheduler", "twilio"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,1 @@
+"""Provider emulators (Twilio, WeChat) and the loudspeaker simulator, for drills, demos and tests."""
