@@ -91,7 +91,12 @@ def test_broker_url_parsing() -> None:
     assert BrokerAddress.from_url("mqtt://127.0.0.1") == BrokerAddress("127.0.0.1", 1883)
     secure = BrokerAddress.from_url("mqtts://dev:p%40ss@broker.example:8884")
     assert (secure.host, secure.port, secure.username, secure.password, secure.tls) == (
-        "broker.example", 8884, "dev", "p@ss", True)
+        "broker.example",
+        8884,
+        "dev",
+        "p@ss",
+        True,
+    )
     assert secure.url == "mqtts://dev:***@broker.example:8884"
     with pytest.raises(BrokerError):
         BrokerAddress.from_url("mqtt://:1883")

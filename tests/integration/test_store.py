@@ -67,7 +67,9 @@ async def test_volatile_redis_is_refused_unless_allowed(servers: Servers, tmp_pa
     with pytest.raises(VolatileStoreError, match="allow_volatile"):
         async with open_store(RedisSettings(url=url, namespace=namespace), tmp_path):
             pass
-    async with open_store(RedisSettings(url=url, namespace=namespace, allow_volatile=True), tmp_path) as store:
+    async with open_store(
+        RedisSettings(url=url, namespace=namespace, allow_volatile=True), tmp_path
+    ) as store:
         assert store.persistence == "none"
 
 
@@ -83,4 +85,3 @@ async def test_socket_path_too_long_is_explained(tmp_path: Path) -> None:
     deep = tmp_path / ("x" * 120)
     with pytest.raises(StoreError, match="WARNING_DATA_DIR"):
         await EmbeddedRedis(deep).start()
-

