@@ -101,7 +101,8 @@ class DirectorySettings:
 @dataclass(frozen=True)
 class LogSettings:
     level: str = _opt("info", choices=("debug", "info", "warning", "error"))
-    format: str = _opt("json", choices=("json", "text"))
+    # auto: readable text on a terminal, one JSON object per line otherwise (files, journald, containers).
+    format: str = _opt("auto", choices=("auto", "json", "text"))
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,8 @@ class TextFormatter(logging.Formatter):
 def configure_logging(settings: LogSettings) -> None:
     """Send every log record to stderr in the configured format and level (called once at start)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
+    as_json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
+    handler.setFormatter(JsonFormatter() if as_json else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level.upper())
