@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -252,6 +253,15 @@ def _stats_json(stats: DirectoryStats) -> dict[str, Any]:
 
 
 def _print_stats(stats: DirectoryStats) -> None:
+    if not stats.villages:
+        print(
+            t(
+                "名录为空。用 warning directory import 文件… 导入，或用 warning serve --sample 载入示例县。",
+                "The directory is empty. Import files with `warning directory import FILE…`, or load the sample "
+                "county with `warning serve --sample`.",
+            )
+        )
+        return
     townships: dict[str, list[Any]] = {}
     for v in stats.villages:
         row = townships.setdefault(v.code[:9], [v.code[:9], v.township, 0, 0, 0, 0])
@@ -387,13 +397,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         settings = config_mod.load_settings(args.config)
         set_language(args.lang or settings.ui.language)
-        configure_logging(settings.log)
+        configure_logging(settings.log, quiet=args.command != "serve")
         return _COMMANDS[args.command](settings, args)
     except WarningError as exc:
         print(t("错误：{e}", "error: {e}", e=exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `warning directory stats | head`: the reader left; nothing to report
+        # As the Python docs advise: point stdout at devnull so the flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception:
         log.exception("unexpected error")
         print(

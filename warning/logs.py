@@ -49,14 +49,19 @@ class TextFormatter(logging.Formatter):
         return mask_text(line)
 
 
-def configure_logging(settings: LogSettings) -> None:
-    """Send every log record to stderr in the configured format and level (called once at start)."""
+def configure_logging(settings: LogSettings, *, quiet: bool = False) -> None:
+    """Send every log record to stderr in the configured format and level (called once at start).
+
+    `quiet` (short commands such as `directory stats`) keeps INFO chatter off the user's screen unless
+    `log.level` asks for debug.
+    """
     handler = logging.StreamHandler(sys.stderr)
     as_json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
     handler.setFormatter(JsonFormatter() if as_json else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(settings.level.upper())
+    level = logging.getLevelName(settings.level.upper())
+    root.setLevel(max(level, logging.WARNING) if quiet and level > logging.DEBUG else level)
     # Chatty libraries: their INFO is our DEBUG.
     for name in ("amqtt", "transitions", "aiohttp.access", "apscheduler", "twilio"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
