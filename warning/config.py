@@ -93,6 +93,47 @@ class WechatSettings:
 
 
 @dataclass(frozen=True)
+class SmsSettings:
+    # Messages per second across every worker on every host (the Twilio account's sending rate).
+    rate_per_second: float = _opt(30.0, min=0.1, max=100000.0)
+    burst: int = _opt(30, min=1, max=100000)
+    # A warning whose SMS would need more segments than this is refused at issue time.
+    max_segments: int = _opt(6, min=1, max=20)
+    max_in_flight: int = _opt(100, min=1, max=10000)  # concurrent API requests per worker
+    connector_limit: int = _opt(100, min=1, max=10000)  # open HTTP connections per worker
+    timeout: float = _opt(15.0, duration=True, min=0.1, max=300.0)
+
+
+@dataclass(frozen=True)
+class SpeakerSettings:
+    rate_per_second: float = _opt(5000.0, min=0.1, max=1000000.0)
+    burst: int = _opt(5000, min=1, max=1000000)
+    repeat: int = _opt(3, min=1, max=20)  # times a loudspeaker plays a warning
+    max_unacked: int = _opt(10000, min=1, max=10000)  # publishes awaiting PUBACK per client
+    client_id: str = _opt("warning-service", pattern=r"[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    # Channels that `warning serve` and `warning worker` run workers for.
+    channels: str = _opt("sms,speaker", pattern=r"[a-z]+(,[a-z]+)*")
+    batch_size: int = _opt(200, min=1, max=1000)  # recipients per queued batch
+    max_attempts: int = _opt(6, min=1, max=50)  # then the delivery is dead-lettered
+    backoff_base: float = _opt(2.0, duration=True, min=0.001, max=3600.0)
+    backoff_max: float = _opt(300.0, duration=True, min=0.001, max=86400.0)
+    # A batch claimed but not acknowledged for this long belongs to a dead worker and is reclaimed.
+    visibility_timeout: float = _opt(60.0, duration=True, min=0.1, max=3600.0)
+
+
+@dataclass(frozen=True)
+class TemplatesSettings:
+    # Operator overrides: {dir}/{audience}/{channel}.{lang}.j2 wins over the bundled template.
+    dir: str = _opt("")
+    render_timeout: float = _opt(1.0, duration=True, min=0.01, max=30.0)
+    max_output: int = _opt(4000, min=100, max=100000)  # characters a template may produce
+
+
+@dataclass(frozen=True)
 class DirectorySettings:
     # Region used to read national phone numbers (ISO 3166 code).
     default_region: str = _opt("CN", pattern=r"[A-Z]{2}")
@@ -115,6 +156,10 @@ class Settings:
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
     wechat: WechatSettings = field(default_factory=WechatSettings)
     directory: DirectorySettings = field(default_factory=DirectorySettings)
+    sms: SmsSettings = field(default_factory=SmsSettings)
+    speaker: SpeakerSettings = field(default_factory=SpeakerSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    templates: TemplatesSettings = field(default_factory=TemplatesSettings)
     log: LogSettings = field(default_factory=LogSettings)
     # Where each `section.key` came from: "default", the file's path, or "env WARNING_…".
     origin: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -7,9 +7,11 @@
     ├── StoreError                    Redis is unreachable, misconfigured or refused to start
     │   └── VolatileStoreError        Redis keeps nothing on disk and `redis.allow_volatile` is off
     ├── BrokerError                   the MQTT broker is unreachable or refused to start
-    └── DeliveryError                 a channel could not deliver (raised by channel adapters only)
-        ├── TransientDeliveryError    worth retrying, possibly after `retry_after` seconds
-        └── PermanentDeliveryError    never retry (bad number, unsubscribed, …)
+    ├── DeliveryError                 a channel could not deliver (raised by channel adapters only)
+    │   ├── TransientDeliveryError    worth retrying, possibly after `retry_after` seconds
+    │   ├── PermanentDeliveryError    never retry (bad number, unsubscribed, …)
+    │   └── AmbiguousDeliveryError    the request may have reached the provider (timeout after sending)
+    └── AlertError                    an alert operation is not possible (unknown id, wrong state)
 
 Decide by type, never by message text. Messages are user-facing and already translated.
 """
@@ -65,3 +67,13 @@ class TransientDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """A delivery failed in a way that no retry can fix."""
+
+
+class AmbiguousDeliveryError(DeliveryError):
+    """The request may or may not have reached the provider: record it, never blindly resend."""
+
+
+class AlertError(WarningError):
+    """An alert operation is not possible: unknown id, or a state that does not allow it."""
+
+    exit_code = 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 DEFAULT_LANGUAGE = "zh-CN"
@@ -183,3 +184,142 @@ class Speaker:
 
 
 Record = Village | Resident | Contact | Speaker
+
+
+class Level(enum.StrEnum):
+    """Warning colour level (China) ↔ CAP severity: blue Minor, yellow Moderate, orange Severe, red Extreme."""
+
+    BLUE = "blue"
+    YELLOW = "yellow"
+    ORANGE = "orange"
+    RED = "red"
+
+    @property
+    def severity(self) -> str:
+        return {"blue": "Minor", "yellow": "Moderate", "orange": "Severe", "red": "Extreme"}[self.value]
+
+    @property
+    def urgent(self) -> bool:
+        """Red and orange go to the head of every queue."""
+        return self in (Level.RED, Level.ORANGE)
+
+    @property
+    def rank(self) -> int:
+        return ("blue", "yellow", "orange", "red").index(self.value)
+
+
+class AlertState(enum.StrEnum):
+    DRAFT = "draft"
+    PENDING_APPROVAL = "pending_approval"
+    ISSUED = "issued"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+
+
+class AlertStatus(enum.StrEnum):
+    """CAP `status`: only Actual and Exercise ever reach the public."""
+
+    ACTUAL = "Actual"
+    EXERCISE = "Exercise"
+    SYSTEM = "System"
+    TEST = "Test"
+    DRAFT = "Draft"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A warning, aligned with CAP 1.2 (DESIGN §4). `areas` are 6/9/12-digit area codes."""
+
+    id: str
+    sender: str
+    sent: datetime
+    event: str
+    level: Level
+    areas: tuple[str, ...]
+    headline: str = ""
+    description: str = ""
+    instruction: str = ""
+    event_code: str = ""
+    status: AlertStatus = AlertStatus.ACTUAL
+    msg_type: str = "Alert"
+    references: tuple[str, ...] = ()
+    urgency: str = "Immediate"
+    certainty: str = "Likely"
+    effective: datetime | None = None
+    onset: datetime | None = None
+    expires: datetime | None = None
+    audiences: tuple[str, ...] = ()
+    languages: tuple[str, ...] = (DEFAULT_LANGUAGE,)
+    state: AlertState = AlertState.DRAFT
+    version: int = 1
+
+    @property
+    def exercise(self) -> bool:
+        return self.status is AlertStatus.EXERCISE
+
+    def expired_at(self, now: datetime) -> bool:
+        return self.expires is not None and now >= self.expires
+
+    def to_json(self) -> str:
+        def when(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return _dumps(
+            {
+                "id": self.id,
+                "sender": self.sender,
+                "sent": when(self.sent),
+                "event": self.event,
+                "level": self.level.value,
+                "areas": list(self.areas),
+                "headline": self.headline,
+                "description": self.description,
+                "instruction": self.instruction,
+                "event_code": self.event_code,
+                "status": self.status.value,
+                "msg_type": self.msg_type,
+                "references": list(self.references),
+                "urgency": self.urgency,
+                "certainty": self.certainty,
+                "effective": when(self.effective),
+                "onset": when(self.onset),
+                "expires": when(self.expires),
+                "audiences": list(self.audiences),
+                "languages": list(self.languages),
+                "state": self.state.value,
+                "version": self.version,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Alert:
+        d = json.loads(raw)
+
+        def when(key: str) -> datetime | None:
+            return datetime.fromisoformat(d[key]) if d.get(key) else None
+
+        return cls(
+            id=d["id"],
+            sender=d["sender"],
+            sent=datetime.fromisoformat(d["sent"]),
+            event=d["event"],
+            level=Level(d["level"]),
+            areas=tuple(d["areas"]),
+            headline=d.get("headline", ""),
+            description=d.get("description", ""),
+            instruction=d.get("instruction", ""),
+            event_code=d.get("event_code", ""),
+            status=AlertStatus(d.get("status", "Actual")),
+            msg_type=d.get("msg_type", "Alert"),
+            references=tuple(d.get("references", ())),
+            urgency=d.get("urgency", "Immediate"),
+            certainty=d.get("certainty", "Likely"),
+            effective=when("effective"),
+            onset=when("onset"),
+            expires=when("expires"),
+            audiences=tuple(d.get("audiences", ())),
+            languages=tuple(d.get("languages", (DEFAULT_LANGUAGE,))),
+            state=AlertState(d.get("state", "draft")),
+            version=int(d.get("version", 1)),
+        )
