@@ -3,7 +3,8 @@
     WarningError                      every error this package raises on purpose
     ├── UsageError                    the user asked for something malformed (exit code 2)
     │   ├── ConfigError               a bad config file, key or value
-    │   └── ImportFileError           a directory file that cannot be imported at all (bad header, unreadable)
+    │   ├── ImportFileError           a directory file that cannot be imported at all (bad header, unreadable)
+    │   └── RenderError               a message template is missing, invalid, over budget or too long for SMS
     ├── StoreError                    Redis is unreachable, misconfigured or refused to start
     │   └── VolatileStoreError        Redis keeps nothing on disk and `redis.allow_volatile` is off
     ├── BrokerError                   the MQTT broker is unreachable or refused to start
@@ -11,7 +12,8 @@
     │   ├── TransientDeliveryError    worth retrying, possibly after `retry_after` seconds
     │   ├── PermanentDeliveryError    never retry (bad number, unsubscribed, …)
     │   └── AmbiguousDeliveryError    the request may have reached the provider (timeout after sending)
-    └── AlertError                    an alert operation is not possible (unknown id, wrong state)
+    └── AlertError                    an alert operation is not possible in its state
+        └── AlertNotFound             no alert has this id
 
 Decide by type, never by message text. Messages are user-facing and already translated.
 """
@@ -37,6 +39,10 @@ class ConfigError(UsageError):
 
 class ImportFileError(UsageError):
     """A directory file cannot be imported at all (unreadable, unknown format, bad header)."""
+
+
+class RenderError(UsageError):
+    """A message template cannot be rendered: missing, invalid, over its budget, or an SMS too long."""
 
 
 class StoreError(WarningError):
@@ -74,6 +80,10 @@ class AmbiguousDeliveryError(DeliveryError):
 
 
 class AlertError(WarningError):
-    """An alert operation is not possible: unknown id, or a state that does not allow it."""
+    """An alert operation is not possible in the alert's state."""
 
     exit_code = 2
+
+
+class AlertNotFound(AlertError):
+    """No alert has this id."""
