@@ -1,0 +1,372 @@
+"""The Twilio sandbox: an emulation of Twilio's Messages API over real HTTP, for drills, demos and tests.
+
+It answers what the twilio library and our SMS channel send — `POST /2010-04-01/Accounts/{sid}/
+Messages.json` with HTTP Basic auth, `GET …/Messages/{sid}.json`, `GET /2010-04-01/Accounts/{sid}.json`
+— with Twilio's JSON shapes and error codes, and later POSTs signed status callbacks (sent, then
+delivered / undelivered / failed). Faults (`twilio_faults.Faults`) make it slow, flaky, rate-limited,
+hanging or hard-capped, deterministically for a given seed. Inspection for tests and drills:
+`GET /_sandbox/messages`, `GET|POST /_sandbox/faults`, and the attributes of `TwilioSandbox`.
+
+The default drill account uses Twilio's magic test numbers: `SANDBOX_FROM` (+15005550006) is a valid
+sender; +15005550001 is refused as invalid (21211), +15005550004 as unsubscribed (21610) and
++15005550009 as not a mobile number (21614).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import logging
+import math
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from warning.sandbox.twilio_callbacks import CallbackSender
+from warning.sandbox.twilio_faults import Faults, SendCap
+from warning.sandbox.twilio_resources import (
+    API_VERSION,
+    ApiError,
+    Directory,
+    SandboxMessage,
+    check_create,
+    rfc2822,
+)
+
+log = logging.getLogger(__name__)
+
+SANDBOX_ACCOUNT_SID = "AC5a4db0c05a4db0c05a4db0c05a4db0c0"
+SANDBOX_AUTH_TOKEN = "sandbox-token-is-public-not-secret"  # noqa: S105 (a published drill credential)
+SANDBOX_FROM = "+15005550006"
+
+DELIVERY_FAILURE_CODES = (30003, 30005, 30006)  # unreachable handset, unknown handset, landline/carrier
+VALIDITY_EXPIRED = 30036  # the message sat in the queue longer than its ValidityPeriod
+
+_ACCOUNTS = f"/{API_VERSION}/Accounts"
+# When the request being handled arrived; set by the gate, read by the handler (same task).
+_RECEIVED: ContextVar[datetime] = ContextVar("twilio_sandbox_received")
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class TwilioSandbox:
+    """State of one emulated Twilio account: messages, counters, faults; `app()` serves it over HTTP."""
+
+    def __init__(
+        self,
+        *,
+        account_sid: str = SANDBOX_ACCOUNT_SID,
+        auth_token: str = SANDBOX_AUTH_TOKEN,
+        from_numbers: Iterable[str] = (SANDBOX_FROM,),
+        unsubscribed: Iterable[str] = ("+15005550004",),
+        not_mobile: Iterable[str] = ("+15005550009",),
+        invalid: Iterable[str] = ("+15005550001",),
+        faults: Faults | None = None,
+        seed: int | None = None,
+        retain: int = 200_000,
+    ) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.directory = Directory(
+            from_numbers=frozenset(from_numbers),
+            unsubscribed=frozenset(unsubscribed),
+            not_mobile=frozenset(not_mobile),
+            invalid=frozenset(invalid),
+        )
+        if not self.directory.from_numbers:
+            raise ValueError("the sandbox account needs at least one From number")
+        self.faults = faults or Faults()
+        # Accepted messages, oldest first; beyond `retain` the oldest are forgotten (long drills, benchmarks).
+        self.messages: list[SandboxMessage] = []
+        self._retain = retain
+        self.requests = 0  # message create requests received, whatever the answer
+        self.requests_by_to: Counter[str] = Counter()
+        self.in_flight = 0  # API requests being handled now
+        self.peak_in_flight = 0
+        self._by_sid: dict[str, SandboxMessage] = {}
+        self._by_content: Counter[tuple[str, str]] = Counter()
+        self._rng = random.Random(seed)
+        self._cap = SendCap()
+        self._callbacks = CallbackSender(auth_token)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = asyncio.Event()
+
+    # ---- inspection and control (in process) ----
+
+    @property
+    def capped(self) -> int:
+        """Message requests refused by the hard `max_per_second` cap."""
+        return self._cap.refused
+
+    @property
+    def callbacks_dropped(self) -> int:
+        return self._callbacks.dropped
+
+    def set_faults(self, **changes: Any) -> Faults:
+        """Change some fault knobs now; return the new set.
+
+        Raises:
+            ValueError: an unknown knob or a value out of range.
+        """
+        self.faults = self.faults.updated(changes)
+        return self.faults
+
+    def message(self, sid: str) -> SandboxMessage:
+        """The message with this sid.
+
+        Raises:
+            KeyError: no such message.
+        """
+        return self._by_sid[sid]
+
+    def sent_to(self, to: str) -> list[SandboxMessage]:
+        """Accepted messages to this number, oldest first."""
+        return [m for m in self.messages if m.to == to]
+
+    async def drain(self, within: float = 10.0) -> None:
+        """Wait until every status lifecycle started so far has run to its final callback."""
+        async with asyncio.timeout(within):
+            while self._tasks:
+                await asyncio.wait(set(self._tasks))
+
+    # ---- the HTTP application ----
+
+    def app(self) -> web.Application:
+        """A fresh aiohttp application serving this sandbox's state."""
+        app = web.Application(middlewares=[self._gate], client_max_size=256 * 1024)
+        app.cleanup_ctx.append(self._resources)
+        app.on_shutdown.append(self._on_shutdown)
+        app.router.add_post(f"{_ACCOUNTS}/{{account}}/Messages.json", self._create, name="create")
+        app.router.add_get(f"{_ACCOUNTS}/{{account}}/Messages/{{sid}}.json", self._fetch, name="fetch")
+        app.router.add_get(f"{_ACCOUNTS}/{{account}}.json", self._account, name="account")
+        app.router.add_get("/_sandbox/messages", self._inspect_messages)
+        app.router.add_get("/_sandbox/faults", self._inspect_faults)
+        app.router.add_post("/_sandbox/faults", self._change_faults)
+        return app
+
+    async def _resources(self, app: web.Application) -> AsyncIterator[None]:
+        self._closing.clear()
+        await self._callbacks.start()
+        yield
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._callbacks.aclose()
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        self._closing.set()  # releases hanging requests so the server can stop
+
+    def _authorised(self, request: web.Request) -> bool:
+        scheme, _, encoded = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+        try:
+            login, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        account = request.match_info.get("account", self.account_sid)
+        return (
+            scheme.lower() == "basic"
+            and hmac.compare_digest(login, self.account_sid)
+            and account == self.account_sid
+            and hmac.compare_digest(password, self.auth_token)
+        )
+
+    @web.middleware
+    async def _gate(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        """Auth, the send cap, latency and faults, in Twilio's order; counts every API request."""
+        if request.match_info.http_exception is not None:
+            status = request.match_info.http_exception.status
+            return _error(
+                ApiError(status, 20000 + status, f"The requested resource {request.path} was not found")
+            )
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._gated(request, handler)
+        except ApiError as exc:
+            return _error(exc)
+        finally:
+            self.in_flight -= 1
+
+    async def _gated(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        creating = request.match_info.route.name == "create"
+        _RECEIVED.set(datetime.now(UTC))
+        if creating:
+            self.requests += 1
+            form = await request.post()
+            to, body = str(form.get("To", "")), str(form.get("Body", ""))
+            self.requests_by_to[to] += 1
+            self._by_content[(to, body)] += 1
+        if not self._authorised(request):
+            raise ApiError(401, 20003, "Authenticate")
+        if request.path.startswith("/_sandbox/"):
+            return await handler(request)
+        faults = self.faults
+        if creating and not self._cap.admit(asyncio.get_running_loop().time(), faults.max_per_second):
+            return _error(ApiError(429, 20429, "Too Many Requests"), retry_after=1.0)
+        delay = faults.latency + (self._rng.uniform(0, faults.jitter) if faults.jitter else 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        draw = self._rng.random()
+        if draw < faults.error_rate:
+            if self._rng.random() < 0.5:
+                raise ApiError(500, 20500, "An internal server error has occurred")
+            raise ApiError(503, 20503, "Service Unavailable")
+        if draw < faults.error_rate + faults.rate_limit_rate:
+            return _error(ApiError(429, 20429, "Too Many Requests"), retry_after=faults.retry_after)
+        response = await handler(request)
+        if draw < faults.error_rate + faults.rate_limit_rate + faults.hang_rate:
+            await self._hang(request)
+        return response
+
+    async def _hang(self, request: web.Request) -> None:
+        """Hold the answer back until the client goes away (or the sandbox stops)."""
+        while not self._closing.is_set():
+            if request.transport is None or request.transport.is_closing():
+                return
+            await asyncio.sleep(0.05)
+
+    async def _create(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        checked = check_create({k: str(v) for k, v in form.items()}, self.directory)
+        now = datetime.now(UTC)
+        message = SandboxMessage(
+            sid="SM" + binascii.hexlify(self._rng.randbytes(16)).decode(),
+            account_sid=self.account_sid,
+            to=checked.to,
+            from_=checked.from_,
+            body=checked.body,
+            created=now,
+            received=_RECEIVED.get(now),
+            status_callback=checked.status_callback,
+            validity_period=checked.validity_period,
+            messaging_service_sid=checked.messaging_service_sid,
+            attempts=self._by_content[(checked.to, checked.body)],
+        )
+        self.messages.append(message)
+        self._by_sid[message.sid] = message
+        if len(self.messages) > self._retain:
+            forgotten = len(self.messages) - self._retain + self._retain // 10
+            for old in self.messages[:forgotten]:
+                del self._by_sid[old.sid]
+            del self.messages[:forgotten]
+        task = asyncio.get_running_loop().create_task(self._lifecycle(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return web.json_response(message.to_twilio(), status=201)
+
+    async def _fetch(self, request: web.Request) -> web.Response:
+        message = self._by_sid.get(request.match_info["sid"])
+        if message is None:
+            raise ApiError(404, 20404, f"The requested resource {request.path} was not found")
+        return web.json_response(message.to_twilio())
+
+    async def _account(self, request: web.Request) -> web.Response:
+        uri = f"{_ACCOUNTS}/{self.account_sid}"
+        return web.json_response(
+            {
+                "sid": self.account_sid,
+                "owner_account_sid": self.account_sid,
+                "friendly_name": "warning sandbox",
+                "status": "active",
+                "type": "Full",
+                "date_created": rfc2822(datetime(2024, 1, 1, tzinfo=UTC)),
+                "date_updated": rfc2822(datetime(2024, 1, 1, tzinfo=UTC)),
+                "uri": f"{uri}.json",
+                "subresource_uris": {"messages": f"{uri}/Messages.json"},
+            }
+        )
+
+    async def _inspect_messages(self, request: web.Request) -> web.Response:
+        return web.json_response([m.to_json() for m in self.messages])
+
+    async def _inspect_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self.faults.to_json())
+
+    async def _change_faults(self, request: web.Request) -> web.Response:
+        try:
+            changes = await request.json()
+            if not isinstance(changes, dict):
+                raise ValueError("the body must be a JSON object of fault knobs")
+            faults = self.set_faults(**changes)
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            return web.json_response({"error": {"code": "invalid", "message": str(exc)}}, status=400)
+        log.info("sandbox faults changed: %s", faults)
+        return web.json_response(faults.to_json())
+
+    # ---- status lifecycle and callbacks ----
+
+    async def _lifecycle(self, message: SandboxMessage) -> None:
+        """queued → sent → delivered, or → undelivered / failed with a carrier error code."""
+        queued_for = self.faults.callback_delay
+        await asyncio.sleep(queued_for)
+        if message.validity_period is not None and queued_for > message.validity_period:
+            await self._advance(message, "failed", VALIDITY_EXPIRED)
+            return
+        failing = self._rng.random() < self.faults.failure_rate
+        code = self._rng.choice(DELIVERY_FAILURE_CODES) if failing else None
+        if failing and self._rng.random() < 0.5:
+            await self._advance(message, "failed", code)  # refused before it left Twilio
+            return
+        await self._advance(message, "sent")
+        await asyncio.sleep(self.faults.callback_delay)
+        await self._advance(message, "undelivered" if failing else "delivered", code)
+
+    async def _advance(self, message: SandboxMessage, status: str, error_code: int | None = None) -> None:
+        now = datetime.now(UTC)
+        message.status, message.updated, message.error_code = status, now, error_code
+        if status == "sent":
+            message.sent = now
+        if not message.status_callback:
+            return
+        params = {
+            "AccountSid": message.account_sid,
+            "ApiVersion": API_VERSION,
+            "From": message.from_,
+            "MessageSid": message.sid,
+            "MessageStatus": status,
+            "SmsSid": message.sid,
+            "SmsStatus": status,
+            "To": message.to,
+        }
+        if error_code is not None:
+            params["ErrorCode"] = str(error_code)
+        attempts, accepted = await self._callbacks.post(message.status_callback, params)
+        message.callback_attempts += attempts
+        message.callbacks_dropped += 0 if accepted else 1
+
+
+def _error(exc: ApiError, *, retry_after: float | None = None) -> web.Response:
+    headers = {}
+    if exc.status == 401:
+        headers[hdrs.WWW_AUTHENTICATE] = 'Basic realm="Twilio API"'
+    if retry_after is not None:
+        headers[hdrs.RETRY_AFTER] = str(math.ceil(retry_after))  # delay-seconds is a whole number
+    return web.json_response(exc.body(), status=exc.status, headers=headers)
+
+
+@asynccontextmanager
+async def run_twilio_sandbox(
+    sandbox: TwilioSandbox, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[str]:
+    """Serve `sandbox` on `host:port` (0: any free port) and yield its base URL, e.g. `http://127.0.0.1:43121`.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    runner = web.AppRunner(sandbox.app(), access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_port = runner.addresses[0][1]
+        shown = f"[{host}]" if ":" in host else host
+        yield f"http://{shown}:{bound_port}"
+    finally:
+        await runner.cleanup()
