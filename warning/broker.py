@@ -151,13 +151,25 @@ class EmbeddedBroker:
         """
         from amqtt.broker import Broker  # amqtt is heavy to import; only the embedded default needs it
 
-        logging.getLogger("amqtt").setLevel(logging.WARNING)
-        logging.getLogger("transitions").setLevel(logging.WARNING)
+        class _Broker(Broker):  # type: ignore[misc]
+            """amqtt 0.12, on every connect, replays retained messages for *every* topic filter that any
+            client subscribed to, to the connecting client — so a loudspeaker got other devices' statuses
+            on its command topic. MQTT 3.1.1 (3.3.1.3) sends retained messages only for the session's own
+            matching subscriptions; this restores that. Returning without awaiting also keeps amqtt's
+            loop over its subscription dict from being interrupted by other clients subscribing."""
+
+            async def _publish_retained_messages_for_subscription(
+                self, subscription: Any, session: Any
+            ) -> None:
+                subscribers = self._subscriptions.get(subscription[0], [])
+                if any(s.client_id == session.client_id for s, _ in subscribers):
+                    await super()._publish_retained_messages_for_subscription(subscription, session)
+
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
-        broker = Broker(config)
+        broker = _Broker(config)
         try:
             await broker.start()
         except Exception as exc:  # amqtt wraps every start failure (e.g. EADDRINUSE) in its own BrokerError
@@ -186,17 +198,23 @@ class EmbeddedBroker:
 
 
 @asynccontextmanager
-async def open_broker(settings: MqttSettings) -> AsyncIterator[BrokerAddress]:
+async def open_broker(settings: MqttSettings, *, start_embedded: bool = True) -> AsyncIterator[BrokerAddress]:
     """Yield the broker's address: `mqtt.url`, or an embedded broker started for the duration.
 
+    With `start_embedded=False` (a `warning worker` beside `warning serve`) and no URL, the address is
+    the embedded broker that `warning serve` runs, which is not started here.
     A configured broker that is down does not stop the service from starting (loudspeaker commands wait
     in Redis until it is back); `/readyz` reports it.
 
     Raises:
         BrokerError: the URL is invalid or the embedded broker cannot start.
     """
-    if settings.url:
-        address = BrokerAddress.from_url(settings.url)
+    if settings.url or not start_embedded:
+        address = (
+            BrokerAddress.from_url(settings.url)
+            if settings.url
+            else BrokerAddress(settings.embedded_host, settings.embedded_port)
+        )
         try:
             await probe(address)
         except BrokerError as exc:

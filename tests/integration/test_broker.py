@@ -100,3 +100,33 @@ def test_broker_url_parsing() -> None:
     assert secure.url == "mqtts://dev:***@broker.example:8884"
     with pytest.raises(BrokerError):
         BrokerAddress.from_url("mqtt://:1883")
+
+
+async def test_embedded_broker_sends_retained_only_to_matching_subscriptions() -> None:
+    """A client connecting to the embedded broker gets no retained message for topics it did not subscribe to."""
+    async with open_broker(MqttSettings(embedded_port=0)) as address:
+        loop = asyncio.get_running_loop()
+        retained_seen = asyncio.Event()
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="retained-pub")
+        publisher.connect(address.host, address.port)
+        publisher.loop_start()
+        publisher.publish("w/speakers/a/status", b'{"online":true}', qos=1, retain=True).wait_for_publish(5)
+        # Someone subscribes with a wildcard that matches the retained status …
+        watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="retained-watch")
+        watcher.on_message = lambda c, u, m: loop.call_soon_threadsafe(retained_seen.set)
+        watcher.connect(address.host, address.port)
+        watcher.subscribe("w/speakers/+/status", qos=1)
+        watcher.loop_start()
+        await asyncio.wait_for(retained_seen.wait(), 10)
+        # … then a device subscribes only to its own command topic: it must receive nothing.
+        got: list[str] = []
+        device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="retained-dev")
+        device.on_message = lambda c, u, m: got.append(m.topic)
+        device.connect(address.host, address.port)
+        device.subscribe("w/speakers/b/cmd", qos=1)
+        device.loop_start()
+        await asyncio.sleep(1.0)
+        for client in (publisher, watcher, device):
+            client.disconnect()
+            client.loop_stop()
+        assert got == []
