@@ -1,0 +1,114 @@
+"""Alerts in Redis: records, lifecycle state, and the append-only audit log.
+
+alerts              HASH id → Alert JSON (the current version)
+alerts:by_time      ZSET id by issue time (listing)
+alert:{id}:ctl      HASH state, version, expires (epoch seconds): what workers check before sending
+audit               STREAM of audit events (actor, role, action, object, result, detail)
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+
+from warning.errors import AlertNotFound
+from warning.i18n import t
+from warning.model import Alert, AlertState
+from warning.store import Keyspace
+
+
+def new_alert_id(now: datetime) -> str:
+    """A CAP-style identifier that sorts by time and never collides: `W20261129T010203-3f9a1c`."""
+    return f"W{now.astimezone(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+class AlertStore:
+    """Reads and writes alerts and their audit trail."""
+
+    def __init__(self, redis: Redis, keys: Keyspace) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    def _records(self) -> str:
+        return self.keys.key("alerts")
+
+    def control_key(self, alert_id: str) -> str:
+        return self.keys.key("alert", alert_id, "ctl")
+
+    async def get(self, alert_id: str) -> Alert:
+        """The alert with this id.
+
+        Raises:
+            AlertNotFound: no such alert.
+        """
+        raw = await self.redis.hget(self._records(), alert_id)
+        if raw is None:
+            raise AlertNotFound(t("没有编号为 {id} 的预警", "no alert with id {id}", id=alert_id))
+        return Alert.from_json(raw)
+
+    async def find(self, alert_id: str) -> Alert | None:
+        raw = await self.redis.hget(self._records(), alert_id)
+        return Alert.from_json(raw) if raw is not None else None
+
+    async def save(self, alert: Alert) -> None:
+        """Store the alert and its control record (state, version, expiry) together."""
+        expires = str(alert.expires.timestamp()) if alert.expires else ""
+        control = ["state", alert.state.value, "version", str(alert.version), "expires", expires]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._records(), alert.id, alert.to_json())
+            pipe.zadd(self.keys.key("alerts", "by_time"), {alert.id: alert.sent.timestamp()})
+            pipe.hset(self.control_key(alert.id), items=list(control))
+            await pipe.execute()
+
+    async def set_state(self, alert: Alert, state: AlertState) -> Alert:
+        """Move the alert to `state`; the control record changes in the same transaction."""
+        changed = replace(alert, state=state)
+        await self.save(changed)
+        return changed
+
+    async def recent(self, limit: int = 50) -> list[Alert]:
+        ids = [str(i) for i in await self.redis.zrevrange(self.keys.key("alerts", "by_time"), 0, limit - 1)]
+        if not ids:
+            return []
+        raw = await self.redis.hmget(self._records(), ids)
+        return [Alert.from_json(r) for r in raw if r is not None]
+
+    async def audit(
+        self, *, actor: str, role: str, action: str, obj: str, result: str, detail: str = ""
+    ) -> None:
+        """Append an audit event; the stream is never trimmed by the service."""
+        await self.redis.xadd(
+            self.keys.key("audit"),
+            {
+                "ts": datetime.now(UTC).isoformat(),
+                "actor": actor,
+                "role": role,
+                "action": action,
+                "object": obj,
+                "result": result,
+                "detail": detail,
+            },
+        )
+
+    async def audit_log(self, obj: str | None = None, limit: int = 1000) -> list[dict[str, str]]:
+        entries = await self.redis.xrange(self.keys.key("audit"), count=limit) or []
+        events = [{str(k): str(v) for k, v in (fields or {}).items()} for _, fields in entries]
+        return [e for e in events if obj is None or e["object"] == obj]
+
+
+def describe(alert: Alert) -> str:
+    """One line for logs and the CLI."""
+    return json.dumps(
+        {
+            "id": alert.id,
+            "event": alert.event,
+            "level": alert.level.value,
+            "areas": list(alert.areas),
+            "state": alert.state.value,
+        },
+        ensure_ascii=False,
+    )

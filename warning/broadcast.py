@@ -1,0 +1,357 @@
+"""Issuing and cancelling warnings: validate, render, save, fan out, audit (used by the CLI and the API)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from warning.alerts import AlertStore, new_alert_id
+from warning.audiences import DEFAULT_AUDIENCES, Audience, catalogue, select
+from warning.config import Settings
+from warning.deliveries import CODES, ChannelCounts, Deliveries
+from warning.directory.store import Directory
+from warning.errors import AlertError, UsageError
+from warning.fanout import FanoutReport, Progress, Texts, fan_out, pending_key, render_all
+from warning.i18n import t
+from warning.model import Alert, AlertState, AlertStatus, Level
+from warning.render import Renderer
+from warning.store import Store
+
+log = logging.getLogger(__name__)
+
+_AREA = re.compile(r"^\d{6}(\d{3}){0,2}$")
+STOP_AUDIENCE = "speakers"
+
+
+@dataclass(frozen=True)
+class AlertRequest:
+    """What an operator asks for; everything else is filled in."""
+
+    event: str
+    level: Level
+    areas: tuple[str, ...]
+    headline: str = ""
+    description: str = ""
+    instruction: str = ""
+    expires: datetime | None = None
+    exercise: bool = False
+    audiences: tuple[str, ...] = DEFAULT_AUDIENCES
+    event_code: str = ""
+    sender: str = ""
+    id: str = ""  # given: re-issuing the same id is idempotent
+
+
+class Broadcaster:
+    """The alert service: one instance per process, built by the composition root."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.settings = settings
+        self.alerts = AlertStore(store.redis, store.keys)
+        self.directory = Directory(store)
+        self.deliveries = Deliveries(store.redis, store.keys)
+        self.texts = Texts(store.redis, store.keys)
+        self.renderer = Renderer(settings.templates)
+        self.audiences = catalogue(settings.audiences)
+
+    # -- issuing ------------------------------------------------------------------------------------
+
+    async def _validate(self, request: AlertRequest, now: datetime) -> list[Audience]:
+        if not request.event.strip():
+            raise UsageError(
+                t("缺少预警事件名称（--event），如 台风", "the event is missing (--event), e.g. Typhoon")
+            )
+        if not request.areas:
+            raise UsageError(
+                t("缺少预警区域（--area），如 331099101", "no area given (--area), e.g. 331099101")
+            )
+        for area in request.areas:
+            if not _AREA.match(area):
+                raise UsageError(
+                    t(
+                        "区域代码 {a} 无效：应为6位（县）、9位（乡镇）或12位（村）数字",
+                        "area code {a} is invalid: use 6 (county), 9 (township) or 12 (village) digits",
+                        a=area,
+                    )
+                )
+            if not await self.directory.village_codes([area]):
+                raise UsageError(
+                    t(
+                        "区域 {a} 下名录中没有任何村庄：请检查代码或先导入名录",
+                        "no village of the directory lies in area {a}: check the code or import the "
+                        "directory first",
+                        a=area,
+                    )
+                )
+        if request.expires is not None:
+            if request.expires.tzinfo is None:
+                raise UsageError(
+                    t(
+                        "失效时间需带时区，如 2026-08-01T12:00:00+08:00",
+                        "expires needs a time zone, e.g. 2026-08-01T12:00:00+08:00",
+                    )
+                )
+            if request.expires <= now:
+                raise UsageError(
+                    t("失效时间 {e} 已过", "expires {e} is in the past", e=request.expires.isoformat())
+                )
+        return select(request.audiences, self.audiences)
+
+    async def issue(
+        self,
+        request: AlertRequest,
+        *,
+        actor: str = "cli",
+        role: str = "operator",
+        progress: Progress | None = None,
+    ) -> tuple[Alert, FanoutReport]:
+        """Prepare the alert, then queue every delivery (see `prepare` and `fan_out`).
+
+        Raises:
+            UsageError: invalid request (message says what to fix), including RenderError.
+            AlertError: the id exists and is no longer issued (cancelled or expired).
+        """
+        alert = await self.prepare(request, actor=actor, role=role)
+        return alert, await self.fan_out(alert, progress=progress)
+
+    async def fan_out(self, alert: Alert, *, progress: Progress | None = None) -> FanoutReport:
+        """Queue every delivery of an issued alert; idempotent, so safe to repeat after a crash."""
+        return await fan_out(
+            alert,
+            select(alert.audiences, self.audiences),
+            directory=self.directory,
+            deliveries=self.deliveries,
+            renderer=self.renderer,
+            batch_size=self.settings.worker.batch_size,
+            progress=progress,
+        )
+
+    async def prepare(self, request: AlertRequest, *, actor: str = "cli", role: str = "operator") -> Alert:
+        """Validate, render every message once and save the alert as issued, marked for fan-out.
+
+        Re-issuing an existing id changes nothing and queues nothing new (deliveries are idempotent).
+
+        Raises:
+            UsageError: invalid request (message says what to fix), including RenderError.
+            AlertError: the id exists and is no longer issued (cancelled or expired).
+        """
+        now = datetime.now(UTC)
+        audiences = await self._validate(request, now)
+        existing = await self.alerts.find(request.id) if request.id else None
+        if existing is not None:
+            if existing.state is not AlertState.ISSUED:
+                raise AlertError(
+                    t(
+                        "预警 {id} 已是 {s} 状态，不能再次发布",
+                        "alert {id} is {s} and cannot be issued again",
+                        id=existing.id,
+                        s=existing.state.value,
+                    )
+                )
+            alert = existing
+        else:
+            alert = Alert(
+                id=request.id or new_alert_id(now),
+                sender=request.sender or self.settings.server.base_url,
+                sent=now,
+                event=request.event.strip(),
+                level=request.level,
+                areas=request.areas,
+                headline=request.headline,
+                description=request.description,
+                instruction=request.instruction,
+                event_code=request.event_code,
+                expires=request.expires,
+                status=AlertStatus.EXERCISE if request.exercise else AlertStatus.ACTUAL,
+                audiences=tuple(a.name for a in audiences),
+                state=AlertState.DRAFT,
+            )
+        names = await self._area_names(alert)
+        texts = await render_all(
+            alert, audiences, self.renderer, area_names=names, max_segments=self.settings.sms.max_segments
+        )
+        await self.texts.store(alert, texts)
+        # Marked before it is issued: if this process dies now, another resumes the fan-out.
+        await self.deliveries.redis.zadd(
+            pending_key(self.deliveries.keys), {f"{alert.id}:{alert.version}:play": time.time()}
+        )
+        if existing is None:
+            alert = replace(alert, state=AlertState.ISSUED)
+            await self.alerts.save(alert)
+            await self.alerts.audit(
+                actor=actor,
+                role=role,
+                action="issue",
+                obj=alert.id,
+                result="ok",
+                detail=f"{alert.event} {alert.level.value} {','.join(alert.areas)}",
+            )
+        return alert
+
+    async def _area_names(self, alert: Alert) -> list[str]:
+        names: list[str] = []
+        for area in alert.areas:
+            codes = await self.directory.village_codes([area])
+            villages = await self.directory.villages(codes[:1] if len(area) < 12 else codes)
+            if not villages:
+                continue
+            village = villages[0]
+            names.append(
+                village.name if len(area) == 12 else village.township if len(area) == 9 else village.county
+            )
+        return names
+
+    async def resume_fanouts(self, stale_after: float = 60.0) -> int:
+        """Finish fan-outs a crashed process left half done (idempotent); returns how many were resumed."""
+        key = pending_key(self.deliveries.keys)
+        stale = await self.deliveries.redis.zrangebyscore(key, "-inf", time.time() - stale_after)
+        pending = sorted(str(m) for m in stale)
+        for marker in pending:
+            alert_id, version, action = marker.rsplit(":", 2)
+            alert = await self.alerts.find(alert_id)
+            if alert is None or alert.version != int(version):
+                await self.deliveries.redis.zrem(key, marker)
+                continue
+            log.warning("resuming an interrupted fan-out", extra={"alert": alert_id, "action": action})
+            audiences = select(alert.audiences if action == "play" else (STOP_AUDIENCE,), self.audiences)
+            await fan_out(
+                alert,
+                audiences,
+                directory=self.directory,
+                deliveries=self.deliveries,
+                renderer=self.renderer,
+                batch_size=self.settings.worker.batch_size,
+                action=action,
+            )
+        return len(pending)
+
+    # -- cancelling and expiring --------------------------------------------------------------------
+
+    async def cancel(self, alert_id: str, *, actor: str = "cli", role: str = "operator") -> Alert:
+        """Cancel: no further send is claimed from this moment, pending deliveries become cancelled,
+        and every loudspeaker of the area gets `stop`.
+
+        Raises:
+            AlertError: unknown id, or the alert is not issued.
+        """
+        alert = await self.alerts.get(alert_id)
+        if alert.state is AlertState.CANCELLED:
+            return alert
+        if alert.state is not AlertState.ISSUED:
+            raise AlertError(
+                t(
+                    "预警 {id} 是 {s} 状态，不能撤销",
+                    "alert {id} is {s} and cannot be cancelled",
+                    id=alert.id,
+                    s=alert.state.value,
+                )
+            )
+        alert = await self.alerts.set_state(alert, AlertState.CANCELLED)
+        await self.alerts.audit(actor=actor, role=role, action="cancel", obj=alert.id, result="ok")
+        await self._settle_pending(alert, CODES["cancelled"])
+        if any(
+            self.audiences[name].members.value == "speakers"
+            for name in alert.audiences
+            if name in self.audiences
+        ):
+            await fan_out(
+                alert,
+                select((STOP_AUDIENCE,), self.audiences),
+                directory=self.directory,
+                deliveries=self.deliveries,
+                renderer=self.renderer,
+                batch_size=self.settings.worker.batch_size,
+                action="stop",
+            )
+        return alert
+
+    async def expire_due(self, now: datetime | None = None) -> list[str]:
+        """Mark issued alerts past `expires` as expired and their pending deliveries expired."""
+        now = now or datetime.now(UTC)
+        expired = []
+        for alert in await self.alerts.recent(limit=1000):
+            if alert.state is AlertState.ISSUED and alert.expired_at(now):
+                alert = await self.alerts.set_state(alert, AlertState.EXPIRED)
+                await self.alerts.audit(
+                    actor="system", role="scheduler", action="expire", obj=alert.id, result="ok"
+                )
+                await self._settle_pending(alert, CODES["expired"])
+                expired.append(alert.id)
+        return expired
+
+    async def _settle_pending(self, alert: Alert, code: str) -> None:
+        """Move every queued/retrying delivery of the alert to a final state, in bounded batches."""
+        redis = self.deliveries.redis
+        for channel in self._channels(alert):
+            key = self.deliveries.states_key(alert.id, alert.version, channel)
+            cursor = 0
+            while True:
+                scanned: Any = await redis.hscan(key, cursor, count=1000)
+                cursor, fields = scanned
+                moves = [(str(rid), code) for rid, state in fields.items() if str(state) in ("q", "r")]
+                await self.deliveries.move(alert.id, alert.version, channel, moves)
+                if cursor == 0:
+                    break
+
+    def _channels(self, alert: Alert) -> list[str]:
+        channels: list[str] = []
+        for name in alert.audiences:
+            audience = self.audiences.get(name)
+            for channel in audience.channels if audience else ():
+                if channel not in channels:
+                    channels.append(channel)
+        return channels
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    async def status(self, alert_id: str) -> tuple[Alert, dict[str, ChannelCounts]]:
+        """The alert and its delivery counts per channel (and `speaker.stop` after a cancel).
+
+        Raises:
+            AlertError: unknown id.
+        """
+        alert = await self.alerts.get(alert_id)
+        ledgers = self._channels(alert)
+        if "speaker" in ledgers:
+            ledgers.append("speaker.stop")
+        return alert, await self.deliveries.counts(alert.id, alert.version, ledgers)
+
+
+def counts_json(counts: dict[str, ChannelCounts]) -> dict[str, dict[str, int]]:
+    return {channel: dict(c.counts) for channel, c in counts.items() if c.counts}
+
+
+def parse_levels(text: str) -> Level:
+    """A level from `red`/`orange`/… or 红色/橙色/黄色/蓝色.
+
+    Raises:
+        UsageError: not a level.
+    """
+    aliases = {
+        "红": "red",
+        "红色": "red",
+        "橙": "orange",
+        "橙色": "orange",
+        "黄": "yellow",
+        "黄色": "yellow",
+        "蓝": "blue",
+        "蓝色": "blue",
+    }
+    value = aliases.get(text.strip(), text.strip().lower())
+    try:
+        return Level(value)
+    except ValueError:
+        raise UsageError(
+            t(
+                "预警级别 {l} 无效：用 red/orange/yellow/blue 或 红色/橙色/黄色/蓝色",
+                "level {l} is invalid: use red, orange, yellow or blue",
+                l=text,
+            )
+        ) from None
+
+
+def split_codes(text: str) -> tuple[str, ...]:
+    return tuple(code.strip() for code in text.split(",") if code.strip())

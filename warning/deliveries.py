@@ -1,0 +1,311 @@
+"""Delivery state in Redis: the queues, per-recipient states and counters, moved only by Lua scripts.
+
+Per alert version and channel (DESIGN §3.2):
+    alert:{id}:v{n}:d:{channel}   HASH recipient → state code (one field per delivery, never a key each)
+    alert:{id}:v{n}:n:{channel}   HASH state name → count, kept as states change (views never scan)
+    q:{channel}:hi | q:{channel}:lo   STREAMS of batches (red/orange in hi), consumer group "workers"
+    retry:{channel}               ZSET due time → batch waiting for its backoff
+    dead:{channel}                STREAM of dead-lettered batches
+
+A recipient is queued at most once per (alert, version, channel) — `HSETNX` is the idempotency key
+`{alert}:{version}:{channel}:{recipient}` — so re-issuing, retrying or restarting never queues twice.
+States only move forward; every move and its counters change in one script, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from redis.asyncio import Redis
+
+from warning.store import Keyspace
+
+GROUP: Final = "workers"
+
+# State codes stored per recipient, and the names counters and views use.
+STATES: Final = {
+    "q": "queued",
+    "r": "retrying",
+    "s": "sending",
+    "S": "sent",
+    "D": "delivered",
+    "A": "ambiguous",
+    "F": "failed",
+    "X": "expired",
+    "C": "cancelled",
+    "L": "dead",
+    "N": "no_address",
+}
+CODES: Final = {name: code for code, name in STATES.items()}
+TERMINAL: Final = frozenset("SDAFXCLN")  # nothing more will be sent for these
+PENDING: Final = frozenset("qrs")
+
+# Which moves are allowed: new state → states it may come from. Forward only: a late "sent" never
+# overwrites "delivered", and nothing leaves failed/expired/cancelled except a dead letter's requeue.
+_MOVES = {
+    "s": "qr",
+    "r": "s",
+    "S": "s",
+    "D": "sSA",
+    "A": "s",
+    "F": "qrsSA",
+    "X": "qrs",
+    "C": "qr",
+    "L": "sr",
+    "q": "L",
+}
+
+_LUA_MOVES = "{" + ",".join(f"['{new}']='{old}'" for new, old in _MOVES.items()) + "}"
+_LUA_NAMES = "{" + ",".join(f"['{c}']='{n}'" for c, n in STATES.items()) + "}"
+
+# KEYS: states, counts. ARGV: recipient, new state, recipient, new state, …  → "1"/"0" per pair.
+_TRANSITION = f"""
+local moves = {_LUA_MOVES}
+local names = {_LUA_NAMES}
+local out = {{}}
+for i = 1, #ARGV, 2 do
+  local rid, new = ARGV[i], ARGV[i + 1]
+  local old = redis.call('HGET', KEYS[1], rid)
+  if old and old ~= new and string.find(moves[new], old, 1, true) then
+    redis.call('HSET', KEYS[1], rid, new)
+    redis.call('HINCRBY', KEYS[2], names[old], -1)
+    redis.call('HINCRBY', KEYS[2], names[new], 1)
+    out[#out + 1] = '1'
+  else
+    out[#out + 1] = '0'
+  end
+end
+return table.concat(out)
+"""
+
+# KEYS: states, counts, stream. ARGV: batch JSON without recipients, then quadruples (rid, address,
+# lang, text); an empty address records "no_address". Queues only recipients never seen for this version.
+_ENQUEUE = """
+local fresh = {}
+local queued, skipped = 0, 0
+for i = 2, #ARGV, 4 do
+  local rid, address = ARGV[i], ARGV[i + 1]
+  if address == '' then
+    if redis.call('HSETNX', KEYS[1], rid, 'N') == 1 then skipped = skipped + 1 end
+  elseif redis.call('HSETNX', KEYS[1], rid, 'q') == 1 then
+    local item = {rid, address, ARGV[i + 2]}
+    if ARGV[i + 3] ~= '' then item[4] = ARGV[i + 3] end
+    fresh[#fresh + 1] = cjson.encode(item)
+    queued = queued + 1
+  end
+end
+if queued > 0 then
+  local batch = string.sub(ARGV[1], 1, -2) .. ',"r":[' .. table.concat(fresh, ',') .. ']}'
+  redis.call('XADD', KEYS[3], '*', 'b', batch)
+  redis.call('HINCRBY', KEYS[2], 'queued', queued)
+end
+if skipped > 0 then redis.call('HINCRBY', KEYS[2], 'no_address', skipped) end
+return {queued, skipped}
+"""
+
+# KEYS: states, counts, control. ARGV: allow_cancelled ("1" for stop commands), rid, rid, …
+# Decides, atomically with a cancel or the clock, what a worker may send now: returns one code per
+# recipient: "s" send, "C" cancelled now, "X" expired now, "-" skip (already sent or finished).
+_CLAIM = f"""
+local moves = {_LUA_MOVES}
+local names = {_LUA_NAMES}
+local state = redis.call('HGET', KEYS[3], 'state')
+local expires = tonumber(redis.call('HGET', KEYS[3], 'expires') or '')
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local target = 's'
+if state ~= 'issued' and not (ARGV[1] == '1' and state == 'cancelled') then target = 'C' end
+if expires and now >= expires then target = 'X' end
+local out = {{}}
+for i = 2, #ARGV do
+  local rid = ARGV[i]
+  local old = redis.call('HGET', KEYS[1], rid)
+  if old == 's' and target == 's' then
+    out[#out + 1] = 's'  -- claimed before by a worker that died mid-call: send again (bounded duplicate)
+  elseif old and string.find(moves[target], old, 1, true) then
+    redis.call('HSET', KEYS[1], rid, target)
+    redis.call('HINCRBY', KEYS[2], names[old], -1)
+    redis.call('HINCRBY', KEYS[2], names[target], 1)
+    out[#out + 1] = target
+  else
+    out[#out + 1] = '-'
+  end
+end
+return table.concat(out)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    id: str  # "r:{resident}", "c:{contact}", "s:{device}"
+    address: str  # E.164 or device id; "" when the recipient has none for this channel
+    language: str
+    text: str = ""  # only for templates with personal fields; otherwise the text is rendered once per batch
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A stream entry: recipients of one (alert, version, channel, audience, village), plus retry state."""
+
+    alert_id: str
+    version: int
+    channel: str
+    audience: str
+    village: str
+    recipients: tuple[Recipient, ...]
+    attempt: int = 1
+    action: str = "play"
+    unexpected: int = 0  # adapter bugs so far; such failures are retried at most once
+
+    @property
+    def ledger(self) -> str:
+        """The state hash this batch belongs to: the channel, or e.g. `speaker.stop` for stop commands."""
+        return self.channel if self.action == "play" else f"{self.channel}.{self.action}"
+
+    def header(self) -> str:
+        """The batch as JSON without its recipients (the enqueue script appends those)."""
+        return json.dumps(
+            {
+                "a": self.alert_id,
+                "v": self.version,
+                "c": self.channel,
+                "au": self.audience,
+                "vil": self.village,
+                "t": self.attempt,
+                "act": self.action,
+                "u": self.unexpected,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+    def to_json(self) -> str:
+        recipients = [[r.id, r.address, r.language, *([r.text] if r.text else [])] for r in self.recipients]
+        return (
+            self.header()[:-1]
+            + ',"r":'
+            + json.dumps(recipients, ensure_ascii=False, separators=(",", ":"))
+            + "}"
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Batch:
+        d = json.loads(raw)
+        return cls(
+            alert_id=d["a"],
+            version=int(d["v"]),
+            channel=d["c"],
+            audience=d["au"],
+            village=d["vil"],
+            recipients=tuple(Recipient(*r) for r in d["r"]),
+            attempt=int(d.get("t", 1)),
+            action=d.get("act", "play"),
+            unexpected=int(d.get("u", 0)),
+        )
+
+    def with_recipients(self, recipients: Sequence[Recipient], **changes: Any) -> Batch:
+        fields = {**{f: getattr(self, f) for f in self.__dataclass_fields__}, **changes}
+        fields["recipients"] = tuple(recipients)
+        return Batch(**fields)
+
+
+@dataclass
+class ChannelCounts:
+    """Counts per state for one channel of one alert version."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> int:
+        return sum(self.counts.get(STATES[c], 0) for c in PENDING)
+
+    def get(self, name: str) -> int:
+        return self.counts.get(name, 0)
+
+
+class Deliveries:
+    """The delivery ledger and queues of one Redis namespace."""
+
+    def __init__(self, redis: Redis, keys: Keyspace) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._transition = redis.register_script(_TRANSITION)
+        self._enqueue = redis.register_script(_ENQUEUE)
+        self._claim = redis.register_script(_CLAIM)
+
+    # -- keys ---------------------------------------------------------------------------------------
+
+    def states_key(self, alert_id: str, version: int, channel: str) -> str:
+        return self.keys.key("alert", alert_id, f"v{version}", "d", channel)
+
+    def counts_key(self, alert_id: str, version: int, channel: str) -> str:
+        return self.keys.key("alert", alert_id, f"v{version}", "n", channel)
+
+    def control_key(self, alert_id: str) -> str:
+        return self.keys.key("alert", alert_id, "ctl")
+
+    def stream_key(self, channel: str, urgent: bool) -> str:
+        return self.keys.key("q", channel, "hi" if urgent else "lo")
+
+    def retry_key(self, channel: str) -> str:
+        return self.keys.key("retry", channel)
+
+    def dead_key(self, channel: str) -> str:
+        return self.keys.key("dead", channel)
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    async def enqueue(self, batch: Batch, *, urgent: bool) -> tuple[int, int]:
+        """Queue the batch's recipients not yet queued for this alert version; return (queued, no_address)."""
+        args: list[str] = [batch.header()]
+        for r in batch.recipients:
+            args += [r.id, r.address, r.language, r.text]
+        keys = [
+            self.states_key(batch.alert_id, batch.version, batch.ledger),
+            self.counts_key(batch.alert_id, batch.version, batch.ledger),
+            self.stream_key(batch.channel, urgent),
+        ]
+        queued, skipped = await self._enqueue(keys=keys, args=args)
+        return int(queued), int(skipped)
+
+    async def claim(self, batch: Batch) -> str:
+        """Mark the batch's recipients `sending` if the alert is live; one decision code per recipient."""
+        keys = [
+            self.states_key(batch.alert_id, batch.version, batch.ledger),
+            self.counts_key(batch.alert_id, batch.version, batch.ledger),
+            self.control_key(batch.alert_id),
+        ]
+        args = ["1" if batch.action == "stop" else "0", *(r.id for r in batch.recipients)]
+        return str(await self._claim(keys=keys, args=args))
+
+    async def move(self, alert_id: str, version: int, channel: str, moves: Sequence[tuple[str, str]]) -> str:
+        """Apply (recipient, new state code) moves that the state machine allows; "1"/"0" per move."""
+        if not moves:
+            return ""
+        keys = [self.states_key(alert_id, version, channel), self.counts_key(alert_id, version, channel)]
+        args = [x for rid, code in moves for x in (rid, code)]
+        return str(await self._transition(keys=keys, args=args))
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    async def counts(self, alert_id: str, version: int, channels: Sequence[str]) -> dict[str, ChannelCounts]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for channel in channels:
+                pipe.hgetall(self.counts_key(alert_id, version, channel))
+            raw = await pipe.execute()
+        return {
+            channel: ChannelCounts({str(k): int(v) for k, v in counts.items() if int(v)})
+            for channel, counts in zip(channels, raw, strict=True)
+        }
+
+    async def state(self, alert_id: str, version: int, channel: str, recipient: str) -> str | None:
+        code = await self.redis.hget(self.states_key(alert_id, version, channel), recipient)
+        return STATES.get(str(code)) if code else None
+
+    async def states(self, alert_id: str, version: int, channel: str) -> dict[str, str]:
+        """Every recipient's state for one channel (tests and small reports; large views use counts)."""
+        raw = await self.redis.hgetall(self.states_key(alert_id, version, channel))
+        return {str(k): STATES[str(v)] for k, v in raw.items()}

@@ -1,0 +1,185 @@
+"""Fan-out: an issued alert → rendered texts → batches of recipients queued per channel.
+
+Texts are rendered once per (alert, audience, channel, language) and stored beside the alert; only a
+template that asks for personal fields is rendered per recipient. Recipients stream from the directory
+village by village, so the issuing process's memory does not grow with the county. Queuing is
+idempotent (see deliveries.py): a fan-out interrupted half-way is simply run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from warning.audiences import Audience
+from warning.audiences.recipients import village_recipients
+from warning.deliveries import Batch, Deliveries, Recipient
+from warning.directory.store import Directory
+from warning.model import Alert, AlertState
+from warning.render import Renderer
+from warning.store import Keyspace
+
+log = logging.getLogger(__name__)
+
+LANGUAGES = ("zh-CN", "en")
+
+Progress = Callable[[int, int], None]
+
+
+def text_field(audience: str, channel: str, language: str) -> str:
+    return f"{audience}|{channel}|{language}"
+
+
+class Texts:
+    """Rendered texts of alert versions, stored in Redis and cached in each worker."""
+
+    def __init__(self, redis: Redis, keys: Keyspace) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._cache: dict[tuple[str, int, str], str] = {}
+
+    def key(self, alert_id: str, version: int) -> str:
+        return self.keys.key("alert", alert_id, f"v{version}", "text")
+
+    async def store(self, alert: Alert, texts: dict[str, str]) -> None:
+        if texts:
+            await self.redis.hset(self.key(alert.id, alert.version), mapping=texts)  # type: ignore[arg-type]
+
+    async def get(self, alert_id: str, version: int, audience: str, channel: str, language: str) -> str:
+        """The text for a recipient's language, falling back to zh-CN."""
+        for lang in dict.fromkeys((language, "zh-CN")):
+            name = text_field(audience, channel, lang)
+            cached = self._cache.get((alert_id, version, name))
+            if cached is not None:
+                return cached
+            raw = await self.redis.hget(self.key(alert_id, version), name)
+            if raw is not None:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[(alert_id, version, name)] = str(raw)
+                return str(raw)
+        return ""
+
+
+@dataclass
+class FanoutReport:
+    villages: int = 0
+    queued: dict[str, int] = field(default_factory=dict)
+    no_address: dict[str, int] = field(default_factory=dict)
+    stopped_early: bool = False  # the alert was cancelled or expired while fanning out
+
+    def add(self, ledger: str, queued: int, skipped: int) -> None:
+        self.queued[ledger] = self.queued.get(ledger, 0) + queued
+        self.no_address[ledger] = self.no_address.get(ledger, 0) + skipped
+
+
+def pending_key(keys: Keyspace) -> str:
+    """ZSET of "{alert}:{version}:{action}" whose fan-out has not finished, scored by its last progress;
+    one silent for a minute belongs to a crashed process and is resumed."""
+    return keys.key("fanout", "pending")
+
+
+async def render_all(
+    alert: Alert,
+    audiences: Sequence[Audience],
+    renderer: Renderer,
+    *,
+    area_names: Sequence[str],
+    max_segments: int,
+) -> dict[str, str]:
+    """Render every (audience, channel, language) once; fails the issue (RenderError) if any is invalid."""
+    pairs = [(a.name, channel) for a in audiences for channel in a.channels]
+    rendered = renderer.check(alert, pairs, LANGUAGES, area_names=area_names, max_segments=max_segments)
+    return {text_field(audience, channel, lang): r.text for audience, channel, lang, r in rendered}
+
+
+async def fan_out(
+    alert: Alert,
+    audiences: Sequence[Audience],
+    *,
+    directory: Directory,
+    deliveries: Deliveries,
+    renderer: Renderer,
+    batch_size: int,
+    action: str = "play",
+    progress: Progress | None = None,
+) -> FanoutReport:
+    """Queue the alert for every recipient of `audiences` in its areas; safe to run again after a crash."""
+    report = FanoutReport()
+    marker = f"{alert.id}:{alert.version}:{action}"
+    await deliveries.redis.zadd(pending_key(deliveries.keys), {marker: time.time()})
+    villages = await directory.village_codes(alert.areas)
+    seen_contacts: set[str] = set()
+    for index, village in enumerate(villages, start=1):
+        if action == "play" and await _stopped(deliveries, alert):
+            report.stopped_early = True
+            break
+        for audience in audiences:
+            for channel in audience.channels:
+                personal = action == "play" and any(
+                    renderer.needs_recipient(audience.name, channel, lang) for lang in LANGUAGES
+                )
+                async for recipients in village_recipients(
+                    directory, audience, channel, village, batch_size=batch_size, seen_contacts=seen_contacts
+                ):
+                    if personal:
+                        recipients = await _personalise(
+                            alert, audience, channel, recipients, renderer, directory
+                        )
+                    batch = Batch(
+                        alert.id,
+                        alert.version,
+                        channel,
+                        audience.name,
+                        village,
+                        tuple(recipients),
+                        action=action,
+                    )
+                    queued, skipped = await deliveries.enqueue(
+                        batch, urgent=alert.level.urgent or action == "stop"
+                    )
+                    report.add(batch.ledger, queued, skipped)
+        report.villages = index
+        await deliveries.redis.zadd(pending_key(deliveries.keys), {marker: time.time()})
+        if progress is not None:
+            progress(index, len(villages))
+    await deliveries.redis.zrem(pending_key(deliveries.keys), marker)
+    log.info(
+        "fan-out done",
+        extra={
+            "alert": alert.id,
+            "version": alert.version,
+            "action": action,
+            "villages": report.villages,
+            "queued": report.queued,
+        },
+    )
+    return report
+
+
+async def _stopped(deliveries: Deliveries, alert: Alert) -> bool:
+    state = await deliveries.redis.hget(deliveries.control_key(alert.id), "state")
+    return state is not None and str(state) != AlertState.ISSUED.value
+
+
+async def _personalise(
+    alert: Alert,
+    audience: Audience,
+    channel: str,
+    recipients: list[Recipient],
+    renderer: Renderer,
+    directory: Directory,
+) -> list[Recipient]:
+    """Render per recipient, only for templates that use personal fields."""
+    out = []
+    for r in recipients:
+        kind, _, ident = r.id.partition(":")
+        person = await (directory.resident(ident) if kind == "r" else directory.contact(ident))
+        fields = {"id": ident, "name": person.name if person else ""}
+        text = renderer.render(alert, audience.name, channel, r.language, recipient=fields).text
+        out.append(Recipient(r.id, r.address, r.language, text))
+    return out
