@@ -147,6 +147,63 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class AudienceSettings:
+    """A bureau-defined audience (`[[audiences]]`): residents with any of `tags`, or contacts in `roles`."""
+
+    name: str
+    channels: tuple[str, ...]
+    tags: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    must_reach: bool = False
+
+
+_AUDIENCE_KEYS = {"name", "channels", "tags", "roles", "must_reach"}
+
+
+def _audiences(value: object, where: str) -> tuple[AudienceSettings, ...]:
+    """Parse `[[audiences]]` tables; they are lists, so they come only from the file."""
+
+    def bad(message_zh: str, message_en: str, **params: object) -> ConfigError:
+        return ConfigError(
+            t("{w}：[[audiences]] " + message_zh, "{w}: [[audiences]] " + message_en, w=where, **params)
+        )
+
+    if not isinstance(value, list):
+        raise bad("应为表数组（[[audiences]]）", "must be an array of tables ([[audiences]])")
+    parsed = []
+    for table in value:
+        if not isinstance(table, dict):
+            raise bad("应为表数组（[[audiences]]）", "must be an array of tables ([[audiences]])")
+        unknown = set(table) - _AUDIENCE_KEYS
+        if unknown:
+            raise bad("未知的配置项 {k}", "unknown key {k}", k=", ".join(sorted(unknown)))
+        name = table.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name):
+            raise bad(
+                "name 应为小写字母开头的标识符，如 fishermen", "name must be an identifier such as fishermen"
+            )
+        lists = {}
+        for key in ("channels", "tags", "roles"):
+            items = table.get(key, [])
+            if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+                raise bad("{n}.{k} 应为字符串列表", "{n}.{k} must be a list of strings", n=name, k=key)
+            lists[key] = tuple(items)
+        if not lists["channels"]:
+            raise bad('{n} 需要 channels，如 ["sms"]', '{n} needs channels, e.g. ["sms"]', n=name)
+        if bool(lists["tags"]) == bool(lists["roles"]):
+            raise bad(
+                "{n} 需要 tags（居民）或 roles（联系人）之一",
+                "{n} needs either tags (residents) or roles (contacts)",
+                n=name,
+            )
+        must_reach = table.get("must_reach", False)
+        if not isinstance(must_reach, bool):
+            raise bad("{n}.must_reach 应为 true 或 false", "{n}.must_reach must be true or false", n=name)
+        parsed.append(AudienceSettings(name, lists["channels"], lists["tags"], lists["roles"], must_reach))
+    return tuple(parsed)
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     ui: UiSettings = field(default_factory=UiSettings)
@@ -161,6 +218,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     templates: TemplatesSettings = field(default_factory=TemplatesSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    audiences: tuple[AudienceSettings, ...] = ()
     # Where each `section.key` came from: "default", the file's path, or "env WARNING_…".
     origin: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     path: Path | None = field(default=None, compare=False)
@@ -169,7 +227,7 @@ class Settings:
 _SECTIONS: dict[str, type[Any]] = {
     f.name: typing.get_type_hints(Settings)[f.name]
     for f in dataclasses.fields(Settings)
-    if f.name not in ("origin", "path")
+    if f.name not in ("origin", "path", "audiences")
 }
 
 
@@ -311,10 +369,14 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     env = os.environ if environ is None else environ
     config_path = _config_path(path, env)
     raw: dict[str, dict[str, tuple[object, str]]] = {name: {} for name in _SECTIONS}
+    audiences: tuple[AudienceSettings, ...] = ()
 
     if config_path is not None:
         where = str(config_path)
         for section, table in _read_file(config_path).items():
+            if section == "audiences":
+                audiences = _audiences(table, where)
+                continue
             if section not in _SECTIONS or not isinstance(table, dict):
                 raise ConfigError(
                     t(
@@ -382,7 +444,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             else:
                 origin[name] = "default"
         sections[section] = cls(**values)
-    return Settings(**sections, origin=origin, path=config_path)
+    return Settings(**sections, audiences=audiences, origin=origin, path=config_path)
 
 
 def language_hint(environ: Mapping[str, str] | None = None) -> str:

@@ -63,5 +63,7 @@ def configure_logging(settings: LogSettings, *, quiet: bool = False) -> None:
     level = logging.getLevelName(settings.level.upper())
     root.setLevel(max(level, logging.WARNING) if quiet and level > logging.DEBUG else level)
     # Chatty libraries: their INFO is our DEBUG.
-    for name in ("amqtt", "transitions", "aiohttp.access", "apscheduler", "twilio"):
+    for name in ("transitions", "aiohttp.access", "apscheduler", "twilio"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    # amqtt warns about its own shutdown ("messages not broadcasted"); only its errors matter to us.
+    logging.getLogger("amqtt").setLevel(max(logging.ERROR, root.level))

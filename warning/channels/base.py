@@ -101,13 +101,13 @@ class BaseChannel(abc.ABC):
     capabilities: Capability
     limits: ChannelLimits
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional hook: most adapters open something here
         """Open clients and connections (nothing is opened in `__init__`)."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Close what `start` opened."""
 
-    async def check(self) -> None:
+    async def check(self) -> None:  # noqa: B027 - optional hook
         """Raise a `DeliveryError` if the provider cannot be reached now."""
 
     @abc.abstractmethod

@@ -19,6 +19,7 @@ from warning.store.embedded import EmbeddedRedis
 log = logging.getLogger(__name__)
 
 KEY_VERSION = "1"
+MAX_CONNECTIONS = 64  # per process
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,17 @@ async def open_store(settings: RedisSettings, data_dir: Path) -> AsyncIterator[S
     """
     embedded = None if settings.url else EmbeddedRedis(data_dir, appendfsync=settings.appendfsync)
     url = await embedded.start() if embedded else settings.url
-    client = aioredis.Redis.from_url(
-        url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30
+    # A bounded pool that makes callers wait for a free connection: a burst of webhooks or workers
+    # queues briefly instead of failing with "Too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=30,
+        decode_responses=True,
+        socket_connect_timeout=5,
+        health_check_interval=30,
     )
+    client = aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
     try:
         try:
             await client.ping()

@@ -6,18 +6,26 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
+from warning.broadcast import Broadcaster
 from warning.broker import BrokerAddress, open_broker
+from warning.channels.base import Channel
 from warning.config import Settings
+from warning.deliveries import Deliveries
 from warning.directory.importer import import_files
 from warning.directory.rows import RowProblem
 from warning.directory.store import Directory
+from warning.engine import Engine, channel_names, run_engine
 from warning.i18n import t
 from warning.sample.generate import sample_files
 from warning.store import Store, open_store
+from warning.users import Users
+from warning.web.api import api_routes, auth_middleware
 from warning.web.health import Metrics, health_routes, metrics_middleware
+from warning.web.hooks import hook_routes
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +36,14 @@ STORE = web.AppKey("store", Store)
 BROKER = web.AppKey("broker", BrokerAddress)
 DIRECTORY = web.AppKey("directory", Directory)
 METRICS = web.AppKey("metrics", Metrics)
+BROADCASTER = web.AppKey("broadcaster", Broadcaster)
+DELIVERIES = web.AppKey("deliveries", Deliveries)
+USERS = web.AppKey("users", Users)
+TWILIO_TOKEN = web.AppKey("twilio_token", str)
+ENGINE = web.AppKey("engine", Engine)
+BACKGROUND: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("background", set)
+CHANNELS = web.AppKey("channels", list)
+RUNNING_CHANNELS: web.AppKey[dict[str, Channel]] = web.AppKey("running_channels", dict)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -35,7 +51,22 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     async with open_store(settings.redis, settings.data.dir) as store:
         app[STORE] = store
         app[DIRECTORY] = Directory(store)
+        app[BROADCASTER] = Broadcaster(store, settings)
+        app[DELIVERIES] = app[BROADCASTER].deliveries
+        app[USERS] = Users(store.redis, store.keys)
         yield
+
+
+async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Workers run in-process; their channels (and the Twilio sandbox, if no account) live as long as the app."""
+    async with run_engine(app[SETTINGS], app[STORE], app[BROKER], channels=app[CHANNELS]) as engine:
+        app[ENGINE] = engine
+        app[RUNNING_CHANNELS] = engine.channels
+        app[TWILIO_TOKEN] = engine.twilio.auth_token
+        yield
+    tasks = app[BACKGROUND]
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -62,17 +93,29 @@ async def _sample_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-def build_app(settings: Settings, *, load_sample: bool = False) -> web.Application:
-    """The whole service as an aiohttp app; nothing is opened until the app starts."""
+def build_app(
+    settings: Settings, *, load_sample: bool = False, channels: list[str] | None = None
+) -> web.Application:
+    """The whole service as an aiohttp app; nothing is opened until the app starts.
+
+    `channels` are the channels whose workers run in this process (default `worker.channels`).
+    """
     metrics = Metrics()
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[metrics_middleware(metrics)])
+    app = web.Application(
+        client_max_size=MAX_BODY, middlewares=[metrics_middleware(metrics), auth_middleware(USERS)]
+    )
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[BACKGROUND] = set()
+    app[CHANNELS] = channel_names(settings) if channels is None else channels
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_broker_ctx)
     if load_sample:
         app.cleanup_ctx.append(_sample_ctx)
-    app.add_routes(health_routes(STORE, BROKER, DIRECTORY, METRICS))
+    app.cleanup_ctx.append(_engine_ctx)
+    app.add_routes(health_routes(STORE, BROKER, DIRECTORY, METRICS, RUNNING_CHANNELS))
+    app.add_routes(api_routes(BROADCASTER, BACKGROUND))
+    app.add_routes(hook_routes(settings.server.base_url, TWILIO_TOKEN, DELIVERIES))
     return app
 
 

@@ -19,8 +19,9 @@ from prometheus_client import (
 from redis.exceptions import RedisError
 
 from warning.broker import BrokerAddress, probe
+from warning.channels.base import Channel
 from warning.directory.store import Directory
-from warning.errors import BrokerError
+from warning.errors import BrokerError, DeliveryError
 from warning.store import Store
 
 PROBE_TIMEOUT = 2.0
@@ -86,7 +87,7 @@ async def _timed(check: Awaitable[object]) -> dict[str, Any]:
     try:
         async with asyncio.timeout(PROBE_TIMEOUT):
             await check
-    except (RedisError, BrokerError, OSError, TimeoutError) as exc:
+    except (RedisError, BrokerError, DeliveryError, OSError, TimeoutError) as exc:
         return {"ok": False, "error": str(exc) or type(exc).__name__}
     return {"ok": True, "ms": round((time.perf_counter() - start) * 1000, 1)}
 
@@ -96,6 +97,7 @@ def health_routes(
     broker: web.AppKey[BrokerAddress],
     directory: web.AppKey[Directory],
     metrics: web.AppKey[Metrics],
+    channels: web.AppKey[dict[str, Channel]],
 ) -> list[web.RouteDef]:
     """The probe and metrics routes, reading their dependencies from the app under these keys."""
 
@@ -106,13 +108,17 @@ def health_routes(
     async def readyz(request: web.Request) -> web.Response:
         """Redis and the MQTT broker answer now: 200 when both do, 503 with the failing one named."""
         app = request.app
-        redis_check, mqtt_check = await asyncio.gather(
-            _timed(app[store].redis.ping()), _timed(probe(app[broker], within=PROBE_TIMEOUT))
+        running = app.get(channels, {})
+        redis_check, mqtt_check, *channel_checks = await asyncio.gather(
+            _timed(app[store].redis.ping()),
+            _timed(probe(app[broker], within=PROBE_TIMEOUT)),
+            *(_timed(channel.check()) for channel in running.values()),
         )
         redis_check["url"] = app[store].url
         redis_check["persistence"] = app[store].persistence
         mqtt_check["url"] = app[broker].url
         checks = {"redis": redis_check, "mqtt": mqtt_check}
+        checks.update({f"channel:{name}": check for name, check in zip(running, channel_checks, strict=True)})
         for name, check in checks.items():
             app[metrics].ready.labels(name).set(1 if check["ok"] else 0)
         ready = all(c["ok"] for c in checks.values())

@@ -1,0 +1,211 @@
+"""The broadcast engine end to end: real Redis, a real broker, the Twilio sandbox over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.integration.conftest import County, engine_settings
+from warning.broadcast import AlertRequest, Broadcaster
+from warning.broker import BrokerAddress
+from warning.config import Settings, TwilioSettings
+from warning.engine import Engine, run_engine
+from warning.errors import RenderError
+from warning.model import Level
+from warning.sandbox.speakers import SpeakerSimulator
+from warning.sandbox.twilio import TwilioSandbox
+from warning.store import Store
+
+TOWNSHIP = "331099101"
+
+
+@asynccontextmanager
+async def engine(
+    settings: Settings, store: Store, broker: BrokerAddress, channels: tuple[str, ...] = ("sms", "speaker")
+) -> AsyncIterator[Engine]:
+    async with run_engine(settings, store, broker, channels=list(channels)) as running:
+        yield running
+
+
+async def settle(
+    service: Broadcaster,
+    alert_id: str,
+    within: float = 60,
+    channels: tuple[str, ...] = ("sms", "speaker", "speaker.stop"),
+) -> dict[str, dict[str, int]]:
+    """Wait until nothing of the alert is queued, retrying or sending on `channels`; return the counts."""
+    deadline = time.monotonic() + within
+    while True:
+        _, counts = await service.status(alert_id)
+        if counts and all(c.pending == 0 for name, c in counts.items() if name in channels):
+            return {k: dict(v.counts) for k, v in counts.items()}
+        assert time.monotonic() < deadline, {k: v.counts for k, v in counts.items()}
+        await asyncio.sleep(0.1)
+
+
+def orange(area: str = TOWNSHIP, **changes: object) -> AlertRequest:
+    request = AlertRequest(
+        event="台风",
+        level=Level.ORANGE,
+        areas=(area,),
+        headline="台风将于今夜登陆",
+        instruction="请立即转移到安全地带。",
+        expires=datetime.now(UTC) + timedelta(hours=2),
+    )
+    return replace(request, **changes)  # type: ignore[arg-type]
+
+
+async def start_simulator(broker: BrokerAddress, county: County, prefix: str) -> SpeakerSimulator:
+    sim = SpeakerSimulator(
+        broker, sorted(s["device_id"] for s in county.speakers), topic_prefix=prefix, play_seconds=0.01
+    )
+    await sim.start()
+    return sim
+
+
+async def test_exact_recipients_once_each(
+    sample_store: Store,
+    twilio_sandbox: tuple[TwilioSandbox, TwilioSettings],
+    broker: BrokerAddress,
+    county: County,
+) -> None:
+    """Every expected phone gets exactly one SMS and every speaker in the area one play; nobody outside anything."""
+    sandbox, twilio = twilio_sandbox
+    settings = engine_settings(sample_store, twilio)
+    sim = await start_simulator(broker, county, settings.mqtt.topic_prefix)
+    try:
+        async with engine(settings, sample_store, broker) as running:
+            alert, _report = await running.broadcaster.issue(orange(exercise=True))
+            counts = await settle(running.broadcaster, alert.id)
+            await sandbox.drain()
+            for _ in range(100):
+                if sum(sim.played.values()) >= len(county.speakers_in(TOWNSHIP)):
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await sim.stop()
+    expected = county.phones_in(TOWNSHIP)
+    sent_to = Counter(m.to for m in sandbox.messages)
+    assert set(sent_to) == expected
+    assert max(sent_to.values()) == 1
+    assert counts["sms"]["sent"] == len(expected)
+    assert all(m.body.startswith("【演练】") for m in sandbox.messages)
+    assert {device for device, n in sim.played.items() if n} == county.speakers_in(TOWNSHIP)
+    commanded = {device for device, commands in sim.received.items() if commands}
+    assert commanded == county.speakers_in(TOWNSHIP)
+    assert all(
+        len(commands) == 1 and commands[0]["action"] == "play" and commands[0]["exercise"]
+        for device, commands in sim.received.items()
+        if commands
+    )
+
+
+async def test_reissue_sends_nothing_new(
+    sample_store: Store,
+    twilio_sandbox: tuple[TwilioSandbox, TwilioSettings],
+    broker: BrokerAddress,
+    county: County,
+) -> None:
+    """Issuing the same alert id again queues and sends nothing more."""
+    sandbox, twilio = twilio_sandbox
+    settings = engine_settings(sample_store, twilio)
+    async with engine(settings, sample_store, broker, channels=("sms",)) as running:
+        alert, _ = await running.broadcaster.issue(orange(area="331099101201", id="W-REISSUE-1"))
+        await settle(running.broadcaster, alert.id, channels=("sms",))
+        first = len(sandbox.messages)
+        again, report = await running.broadcaster.issue(orange(area="331099101201", id="W-REISSUE-1"))
+        assert again.id == alert.id and sum(report.queued.values()) == 0
+        await settle(running.broadcaster, alert.id, channels=("sms",))
+        await asyncio.sleep(0.3)
+    assert first > 0 and len(sandbox.messages) == first
+
+
+async def test_cancel_mid_fanout_stops_sending(
+    sample_store: Store,
+    twilio_sandbox: tuple[TwilioSandbox, TwilioSettings],
+    broker: BrokerAddress,
+    county: County,
+) -> None:
+    """After a committed cancel nothing more is sent, pending deliveries end cancelled, speakers get stop."""
+    sandbox, twilio = twilio_sandbox
+    settings = engine_settings(sample_store, twilio)
+    settings = replace(settings, sms=replace(settings.sms, rate_per_second=100, burst=10))
+    sim = await start_simulator(broker, county, settings.mqtt.topic_prefix)
+    try:
+        async with engine(settings, sample_store, broker) as running:
+            alert, _ = await running.broadcaster.issue(orange())
+            while len(sandbox.messages) < 50:
+                await asyncio.sleep(0.02)
+            await running.broadcaster.cancel(alert.id)
+            cancelled_at = time.time()
+            counts = await settle(running.broadcaster, alert.id)
+            await asyncio.sleep(0.5)
+            for _ in range(100):
+                if all(
+                    any(c["action"] == "stop" for c in sim.received.get(d, []))
+                    for d in county.speakers_in(TOWNSHIP)
+                ):
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await sim.stop()
+    late = [m for m in sandbox.messages if (m.received or m.created).timestamp() > cancelled_at + 0.05]
+    assert late == [], f"{len(late)} SMS reached the provider after the cancel committed"
+    assert counts["sms"]["cancelled"] > 0
+    assert counts["sms"]["sent"] + counts["sms"]["cancelled"] == len(county.phones_in(TOWNSHIP))
+    for device in county.speakers_in(TOWNSHIP):
+        assert any(c["action"] == "stop" for c in sim.received[device]), device
+
+
+async def test_expiry_mid_fanout_stops_sending(
+    sample_store: Store, twilio_sandbox: tuple[TwilioSandbox, TwilioSettings], broker: BrokerAddress
+) -> None:
+    """Nothing reaches the provider after `expires`; what was still pending ends expired."""
+    sandbox, twilio = twilio_sandbox
+    settings = engine_settings(sample_store, twilio)
+    settings = replace(settings, sms=replace(settings.sms, rate_per_second=100, burst=10))
+    expires = datetime.now(UTC) + timedelta(seconds=2.5)
+    async with engine(settings, sample_store, broker, channels=("sms",)) as running:
+        alert, _ = await running.broadcaster.issue(orange(expires=expires))
+        counts = await settle(running.broadcaster, alert.id, channels=("sms",))
+    assert counts["sms"]["sent"] > 0 and counts["sms"]["expired"] > 0
+    assert all((m.received or m.created) <= expires for m in sandbox.messages)
+
+
+async def test_flaky_provider_everyone_once(
+    sample_store: Store,
+    twilio_sandbox: tuple[TwilioSandbox, TwilioSettings],
+    broker: BrokerAddress,
+    county: County,
+) -> None:
+    """With 30% of requests answered 429 or 5xx, every phone still gets exactly one SMS."""
+    sandbox, twilio = twilio_sandbox
+    sandbox.set_faults(error_rate=0.15, rate_limit_rate=0.15, retry_after=0.1)
+    settings = engine_settings(sample_store, twilio, max_attempts=30)
+    async with engine(settings, sample_store, broker, channels=("sms",)) as running:
+        alert, _ = await running.broadcaster.issue(orange(area="331099101201"))
+        counts = await settle(running.broadcaster, alert.id, within=120, channels=("sms",))
+    expected = county.phones_in("331099101201")
+    sent_to = Counter(m.to for m in sandbox.messages)
+    assert set(sent_to) == expected and max(sent_to.values()) == 1
+    assert counts["sms"]["sent"] == len(expected)
+    assert sandbox.requests > len(expected), "the faults were exercised"
+
+
+async def test_too_long_sms_fails_the_issue(
+    sample_store: Store, twilio_sandbox: tuple[TwilioSandbox, TwilioSettings], broker: BrokerAddress
+) -> None:
+    """A warning whose SMS would exceed sms.max_segments is refused at issue time; nothing is queued."""
+    _, twilio = twilio_sandbox
+    settings = engine_settings(sample_store, twilio)
+    service = Broadcaster(sample_store, settings)
+    with pytest.raises(RenderError):
+        await service.issue(orange(instruction="请立即转移。" * 200))
+    assert await service.alerts.recent() == []

@@ -1,0 +1,159 @@
+"""The running broadcast engine of one process: channels, their workers, and the housekeeping loops.
+
+`warning serve` runs it beside the web app; `warning worker` runs it alone. A Twilio section without
+credentials means the bundled Twilio sandbox, started here and announced loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+
+from warning.broadcast import Broadcaster
+from warning.broker import BrokerAddress
+from warning.channels.base import Channel
+from warning.channels.registry import REGISTRY, ChannelContext
+from warning.config import Settings, TwilioSettings
+from warning.errors import UsageError
+from warning.i18n import t
+from warning.ratelimit import RateLimiter
+from warning.sandbox.twilio import (
+    SANDBOX_ACCOUNT_SID,
+    SANDBOX_AUTH_TOKEN,
+    SANDBOX_FROM,
+    TwilioSandbox,
+    run_twilio_sandbox,
+)
+from warning.store import Store
+from warning.worker import ChannelWorker
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_INTERVAL = 5.0
+
+
+def channel_names(settings: Settings, wanted: str | None = None) -> list[str]:
+    """The channels to run: `--channels` or `worker.channels`, each checked against the registry.
+
+    Raises:
+        UsageError: a name is not a registered channel.
+    """
+    names = [n.strip() for n in (wanted or settings.worker.channels).split(",") if n.strip()]
+    for name in names:
+        if name not in REGISTRY:
+            raise UsageError(
+                t(
+                    "未知的渠道 {n}；可用：{ok}",
+                    "unknown channel {n}; available: {ok}",
+                    n=name,
+                    ok=", ".join(REGISTRY),
+                )
+            )
+    return names
+
+
+@dataclass
+class Engine:
+    broadcaster: Broadcaster
+    channels: dict[str, Channel]
+    twilio: TwilioSettings
+    sandbox: TwilioSandbox | None
+
+
+@asynccontextmanager
+async def effective_twilio(settings: Settings) -> AsyncIterator[tuple[TwilioSettings, TwilioSandbox | None]]:
+    """The configured Twilio account, or a sandbox started for the duration when none is configured."""
+    if settings.twilio.account_sid and settings.twilio.auth_token:
+        yield settings.twilio, None
+        return
+    sender = settings.twilio.from_number or SANDBOX_FROM
+    sandbox = TwilioSandbox(from_numbers=(sender,))
+    async with run_twilio_sandbox(sandbox) as base_url:
+        log.warning(
+            "no Twilio credentials: SMS go to the built-in SANDBOX at %s; nobody receives a real SMS",
+            base_url,
+        )
+        yield (
+            replace(
+                settings.twilio,
+                account_sid=SANDBOX_ACCOUNT_SID,
+                auth_token=SANDBOX_AUTH_TOKEN,
+                from_number=sender,
+                base_url=base_url,
+            ),
+            sandbox,
+        )
+
+
+@asynccontextmanager
+async def run_engine(
+    settings: Settings, store: Store, broker: BrokerAddress, *, channels: list[str]
+) -> AsyncIterator[Engine]:
+    """Start the channels and their workers (and housekeeping); stop them all on exit."""
+    broadcaster = Broadcaster(store, settings)
+    async with effective_twilio(settings) as (twilio, sandbox):
+        ctx = ChannelContext(settings, store, broker, twilio)
+        started: dict[str, Channel] = {}
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for name in channels:
+                channel = REGISTRY[name](ctx)
+                await channel.start()
+                started[name] = channel
+                tasks.append(
+                    asyncio.create_task(
+                        _worker(settings, store, broadcaster, channel).run(stop), name=f"worker-{name}"
+                    )
+                )
+            tasks.append(asyncio.create_task(_housekeeping(broadcaster, stop), name="housekeeping"))
+            yield Engine(broadcaster, started, twilio, sandbox)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for channel in started.values():
+                with contextlib.suppress(Exception):
+                    await channel.aclose()
+
+
+def _worker(settings: Settings, store: Store, broadcaster: Broadcaster, channel: Channel) -> ChannelWorker:
+    section = settings.sms if channel.name == "sms" else settings.speaker
+    limiter = RateLimiter(
+        store.redis, store.keys, channel.name, rate=section.rate_per_second, burst=section.burst
+    )
+    return ChannelWorker(
+        channel,
+        deliveries=broadcaster.deliveries,
+        alerts=broadcaster.alerts,
+        texts=broadcaster.texts,
+        limiter=limiter,
+        settings=settings.worker,
+        repeat=settings.speaker.repeat,
+    )
+
+
+async def _housekeeping(broadcaster: Broadcaster, stop: asyncio.Event) -> None:
+    """Resume fan-outs a crashed process left half done, and expire alerts past `expires`.
+
+    Under a Redis lock, so one process acts at a time; both jobs are idempotent anyway.
+    """
+    redis = broadcaster.deliveries.redis
+    lock_key = broadcaster.deliveries.keys.key("lock", "housekeeping")
+    while not stop.is_set():
+        try:
+            if await redis.set(lock_key, "1", nx=True, px=int(HOUSEKEEPING_INTERVAL * 2000)):
+                try:
+                    await broadcaster.resume_fanouts()
+                    await broadcaster.expire_due()
+                finally:
+                    await redis.delete(lock_key)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("housekeeping failed; retrying")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), HOUSEKEEPING_INTERVAL)

@@ -1,0 +1,204 @@
+"""The JSON API (DESIGN §5.2): alerts — issue, list, read, cancel — behind bearer tokens and roles."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from warning.audiences import DEFAULT_AUDIENCES
+from warning.broadcast import AlertRequest, Broadcaster, counts_json, parse_levels
+from warning.errors import AlertError, AlertNotFound, UsageError
+from warning.i18n import t
+from warning.model import Alert
+from warning.users import User, Users
+
+log = logging.getLogger(__name__)
+
+_ALERT_FIELDS = {
+    "id",
+    "event",
+    "level",
+    "areas",
+    "headline",
+    "description",
+    "instruction",
+    "expires",
+    "exercise",
+    "audiences",
+    "event_code",
+}
+
+
+def error(status: int, code: str, message: str, field: str | None = None) -> web.Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    return web.json_response({"error": body}, status=status)
+
+
+def alert_json(alert: Alert) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(alert.to_json())
+    return document | {"exercise": alert.exercise}
+
+
+def _request_from_json(body: Any) -> AlertRequest:
+    """Raises UsageError naming the offending field (attached as `.field`)."""
+
+    def bad(field: str, zh: str, en: str) -> UsageError:
+        exc = UsageError(t(zh, en, f=field))
+        exc.field = field  # type: ignore[attr-defined]
+        return exc
+
+    if not isinstance(body, dict):
+        raise bad("", "请求体应为 JSON 对象", "the body must be a JSON object")
+    for key in body:
+        if key not in _ALERT_FIELDS:
+            raise bad(key, "未知字段 {f}", "unknown field {f}")
+    for key in ("event", "level", "areas"):
+        if key not in body:
+            raise bad(key, "缺少字段 {f}", "missing field {f}")
+    areas = body["areas"]
+    if isinstance(areas, str):
+        areas = [a.strip() for a in areas.split(",") if a.strip()]
+    if not isinstance(areas, list) or not all(isinstance(a, str) for a in areas):
+        raise bad("areas", "{f} 应为区域代码的列表", "{f} must be a list of area codes")
+    audiences = body.get("audiences", list(DEFAULT_AUDIENCES))
+    if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+        raise bad("audiences", "{f} 应为受众名称的列表", "{f} must be a list of audience names")
+    expires = None
+    if body.get("expires") is not None:
+        try:
+            expires = datetime.fromisoformat(str(body["expires"]))
+        except ValueError:
+            raise bad(
+                "expires",
+                "{f} 应为 ISO 8601 时间，如 2026-08-01T12:00:00+08:00",
+                "{f} must be an ISO 8601 time such as 2026-08-01T12:00:00+08:00",
+            ) from None
+    for key in ("event", "headline", "description", "instruction", "event_code", "id"):
+        if key in body and not isinstance(body[key], str):
+            raise bad(key, "{f} 应为字符串", "{f} must be a string")
+    if "exercise" in body and not isinstance(body["exercise"], bool):
+        raise bad("exercise", "{f} 应为 true 或 false", "{f} must be true or false")
+    return AlertRequest(
+        event=body["event"],
+        level=parse_levels(str(body["level"])),
+        areas=tuple(areas),
+        headline=body.get("headline", ""),
+        description=body.get("description", ""),
+        instruction=body.get("instruction", ""),
+        expires=expires,
+        exercise=body.get("exercise", False),
+        audiences=tuple(audiences),
+        event_code=body.get("event_code", ""),
+        id=body.get("id", ""),
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def auth_middleware(users: web.AppKey[Users]) -> Any:
+    """Every /api/ route needs `Authorization: Bearer TOKEN`; the user's role is checked per route."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/api/"):
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        user = await request.app[users].authenticate(token.strip()) if scheme.lower() == "bearer" else None
+        if user is None:
+            return error(
+                401,
+                "unauthorized",
+                t(
+                    "缺少或无效的令牌：请加 Authorization: Bearer 令牌（用 warning users add 创建）",
+                    "missing or invalid token: send Authorization: Bearer TOKEN "
+                    "(create one with `warning users add`)",
+                ),
+            )
+        request["user"] = user
+        try:
+            return await handler(request)
+        except UsageError as exc:
+            return error(400, "invalid", str(exc), getattr(exc, "field", None))
+        except AlertNotFound as exc:
+            return error(404, "not_found", str(exc))
+        except AlertError as exc:
+            return error(409, "conflict", str(exc))
+
+    return middleware
+
+
+def _require(request: web.Request, action: str) -> User:
+    user: User = request["user"]
+    if not user.may(action):
+        raise web.HTTPForbidden(
+            text=json.dumps(
+                {
+                    "error": {
+                        "code": "forbidden",
+                        "message": t(
+                            "角色 {r} 不能执行 {a}", "role {r} may not {a}", r=user.role.value, a=action
+                        ),
+                    }
+                }
+            ),
+            content_type="application/json",
+        )
+    return user
+
+
+def api_routes(
+    broadcaster: web.AppKey[Broadcaster], background: web.AppKey[set[asyncio.Task[Any]]]
+) -> list[web.RouteDef]:
+    async def create_alert(request: web.Request) -> web.Response:
+        """Issue an alert: validated, rendered and saved before 201; recipients are queued in the background."""
+        user = _require(request, "issue")
+        if request.content_type in ("application/cap+xml", "application/xml"):
+            return error(
+                415,
+                "unsupported",
+                t("CAP 1.2 导入尚未实现，请用 JSON", "CAP 1.2 input is not implemented yet; send JSON"),
+            )
+        try:
+            body = await request.json()
+        except json.JSONDecodeError as exc:
+            return error(400, "invalid_json", t("JSON 无效：{e}", "invalid JSON: {e}", e=exc))
+        service = request.app[broadcaster]
+        alert = await service.prepare(_request_from_json(body), actor=user.name, role=user.role.value)
+        task = asyncio.create_task(service.fan_out(alert))
+        request.app[background].add(task)
+        task.add_done_callback(request.app[background].discard)
+        return web.json_response(alert_json(alert), status=201)
+
+    async def list_alerts(request: web.Request) -> web.Response:
+        _require(request, "read")
+        alerts = await request.app[broadcaster].alerts.recent(limit=int(request.query.get("limit", "50")))
+        return web.json_response({"alerts": [alert_json(a) for a in alerts]})
+
+    async def get_alert(request: web.Request) -> web.Response:
+        _require(request, "read")
+        alert, counts = await request.app[broadcaster].status(request.match_info["id"])
+        return web.json_response(alert_json(alert) | {"deliveries": counts_json(counts)})
+
+    async def cancel_alert(request: web.Request) -> web.Response:
+        user = _require(request, "cancel")
+        alert = await request.app[broadcaster].cancel(
+            request.match_info["id"], actor=user.name, role=user.role.value
+        )
+        return web.json_response(alert_json(alert))
+
+    return [
+        web.post("/api/v1/alerts", create_alert),
+        web.get("/api/v1/alerts", list_alerts),
+        web.get("/api/v1/alerts/{id}", get_alert),
+        web.post("/api/v1/alerts/{id}/cancel", cancel_alert),
+    ]
