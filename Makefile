@@ -30,7 +30,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 
 demo: $(VENV)/.installed
-	@echo "warning demo: not yet — the typhoon drill arrives with the broadcast engine (issue 3)." >&2; exit 1
+	$(BIN)/warning demo
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check warning tests

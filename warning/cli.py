@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from warning import cli_broadcast
 from warning import config as config_mod
 from warning.directory.importer import ImportReport, import_files
 from warning.directory.rows import RowProblem
@@ -100,6 +101,17 @@ def _parser() -> argparse.ArgumentParser:
         "stats", help=t("按乡镇、村、标签统计", "counts per township, village and tag")
     )
     stats.add_argument("--json", action="store_true", help=t("输出 JSON", "print JSON"))
+
+    cli_broadcast.add_parsers(commands)
+
+    demo = commands.add_parser(
+        "demo",
+        help=t(
+            "完整的台风演练（内置 Redis、沙箱短信、模拟大喇叭）",
+            "a complete typhoon drill on the embedded default",
+        ),
+    )
+    demo.add_argument("--serve", action="store_true", help=t("演练后继续运行服务", "keep serving afterwards"))
 
     sample = commands.add_parser("sample", help=t("示例县与合成县", "sample and synthetic counties"))
     sample_commands = sample.add_subparsers(dest="sample_command", required=True, parser_class=_Parser)
@@ -358,6 +370,12 @@ def _cmd_directory(settings: config_mod.Settings, args: argparse.Namespace) -> i
     return asyncio.run(_directory_stats(settings, args.json))
 
 
+def _cmd_demo(settings: config_mod.Settings, args: argparse.Namespace) -> int:
+    from warning.demo import run_demo
+
+    return asyncio.run(run_demo(settings, keep_serving=args.serve))
+
+
 def _cmd_sample(settings: config_mod.Settings, args: argparse.Namespace) -> int:
     from warning.sample.generate import write_county
 
@@ -372,10 +390,12 @@ def _cmd_sample(settings: config_mod.Settings, args: argparse.Namespace) -> int:
 
 
 _COMMANDS: dict[str, Callable[[config_mod.Settings, argparse.Namespace], int]] = {
+    **dict.fromkeys(cli_broadcast.COMMANDS, cli_broadcast.run),
     "serve": _cmd_serve,
     "check-config": _cmd_check_config,
     "directory": _cmd_directory,
     "sample": _cmd_sample,
+    "demo": _cmd_demo,
 }
 
 

@@ -1,0 +1,114 @@
+"""Issuing as an operator does: the CLI beside a running service, and the JSON API with tokens and roles."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from tests.e2e.conftest import Cli
+
+
+def _post(cli: Cli, path: str, body: Any, token: str | None) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        cli.base_url + path, data=json.dumps(body).encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _status(cli: Cli, alert_id: str) -> dict[str, Any]:
+    result = cli.run("status", alert_id, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_issue_wait_status_cancel_through_the_cli(cli: Cli) -> None:
+    """`warning issue --wait` beside `warning serve` sends, receipts arrive signed, `status` and `cancel` work."""
+    serve = cli.start("serve", "--sample")
+    cli.wait_healthy(serve)
+    result = cli.run(
+        "issue",
+        "--event",
+        "台风",
+        "--level",
+        "橙色",
+        "--area",
+        "331099101201",
+        "--headline",
+        "台风今夜登陆",
+        "--instruction",
+        "请转移到安全地带。",
+        "--exercise",
+        "--wait",
+    )
+    assert result.returncode == 0, result.stderr
+    alert_id = result.stdout.strip().splitlines()[0]
+    assert "sms" in result.stdout
+
+    deadline = time.monotonic() + 20
+    while True:  # the sandbox's signed receipts come back through /hooks/twilio/status
+        sms = _status(cli, alert_id)["deliveries"]["sms"]
+        if sms.get("delivered", 0) > 0 and sms.get("sent", 0) == 0:
+            break
+        assert time.monotonic() < deadline, sms
+        time.sleep(0.3)
+    assert sms.get("queued", 0) == 0
+
+    again = cli.run(
+        "issue", "--event", "台风", "--level", "orange", "--area", "331099101201", "--id", alert_id
+    )
+    assert again.returncode == 0, again.stderr
+    assert _status(cli, alert_id)["deliveries"]["sms"] == sms, "re-issuing sent nothing new"
+
+    cancelled = cli.run("cancel", alert_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert _status(cli, alert_id)["alert"]["state"] == "cancelled"
+    assert cli.run("cancel", "W-does-not-exist").returncode == 2
+    assert cli.stop(serve) == 0
+
+
+def test_api_tokens_roles_and_errors(cli: Cli) -> None:
+    """POST /api/v1/alerts needs a token with the right role, names unknown fields, and answers 201."""
+    serve = cli.start("serve", "--sample")
+    cli.wait_healthy(serve)
+    operator = cli.run("users", "add", "值班员小王", "--role", "operator").stdout.strip()
+    viewer = cli.run("users", "add", "观察员", "--role", "viewer").stdout.strip()
+    body = {
+        "event": "暴雨",
+        "level": "yellow",
+        "areas": ["331099102"],
+        "headline": "暴雨黄色预警",
+        "instruction": "注意防范山洪。",
+        "exercise": True,
+    }
+
+    assert _post(cli, "/api/v1/alerts", body, None)[0] == 401
+    assert _post(cli, "/api/v1/alerts", body, "wt_wrong")[0] == 401
+    assert _post(cli, "/api/v1/alerts", body, viewer)[0] == 403
+    status, error = _post(cli, "/api/v1/alerts", body | {"severity": "x"}, operator)
+    assert status == 400 and error["error"]["field"] == "severity"
+    status, error = _post(cli, "/api/v1/alerts", body | {"areas": ["999999"]}, operator)
+    assert status == 400 and "999999" in error["error"]["message"]
+
+    status, alert = _post(cli, "/api/v1/alerts", body, operator)
+    assert status == 201, alert
+    assert alert["state"] == "issued" and alert["exercise"] is True
+    request = urllib.request.Request(
+        f"{cli.base_url}/api/v1/alerts/{alert['id']}", headers={"Authorization": f"Bearer {viewer}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        shown = json.loads(response.read())
+    assert shown["id"] == alert["id"]
+    status, cancelled = _post(cli, f"/api/v1/alerts/{alert['id']}/cancel", {}, operator)
+    assert status == 200 and cancelled["state"] == "cancelled"
+    assert _post(cli, "/api/v1/alerts/nope/cancel", {}, operator)[0] == 404
+    assert cli.stop(serve) == 0
