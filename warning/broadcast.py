@@ -12,7 +12,7 @@ from typing import Any
 from warning.alerts import AlertStore, new_alert_id
 from warning.audiences import DEFAULT_AUDIENCES, Audience, catalogue, select
 from warning.config import Settings
-from warning.deliveries import CODES, ChannelCounts, Deliveries
+from warning.deliveries import CODES, Batch, ChannelCounts, Deliveries
 from warning.directory.store import Directory
 from warning.errors import AlertError, UsageError
 from warning.fanout import FanoutReport, Progress, Texts, fan_out, pending_key, render_all
@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 
 _AREA = re.compile(r"^\d{6}(\d{3}){0,2}$")
 STOP_AUDIENCE = "speakers"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    entry_id: str
+    batch: Batch
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -304,6 +311,40 @@ class Broadcaster:
                 if channel not in channels:
                     channels.append(channel)
         return channels
+
+    # -- dead letters -------------------------------------------------------------------------------
+
+    async def dead_letters(self, channel: str) -> list[DeadLetter]:
+        entries: Any = await self.deliveries.redis.xrange(self.deliveries.dead_key(channel))
+        return [
+            DeadLetter(str(entry_id), Batch.from_json(fields["b"]), str(fields.get("reason", "")))
+            for entry_id, fields in entries or []
+        ]
+
+    async def requeue_dead(self, channel: str) -> int:
+        """Put dead-lettered deliveries back in the queue with a fresh attempt count; returns how many."""
+        requeued = 0
+        for letter in await self.dead_letters(channel):
+            batch = letter.batch
+            moved = await self.deliveries.move(
+                batch.alert_id, batch.version, batch.ledger, [(r.id, "q") for r in batch.recipients]
+            )
+            again = batch.with_recipients(
+                [r for r, ok in zip(batch.recipients, moved, strict=True) if ok == "1"],
+                attempt=1,
+                unexpected=0,
+            )
+            if again.recipients:
+                alert = await self.alerts.get(batch.alert_id)
+                stream = self.deliveries.stream_key(channel, alert.level.urgent or batch.action == "stop")
+                await self.deliveries.redis.xadd(stream, {"b": again.to_json()})
+                requeued += len(again.recipients)
+            await self.deliveries.redis.xdel(self.deliveries.dead_key(channel), letter.entry_id)
+        if requeued:
+            await self.alerts.audit(
+                actor="cli", role="operator", action="requeue", obj=channel, result="ok", detail=str(requeued)
+            )
+        return requeued
 
     # -- reading ------------------------------------------------------------------------------------
 

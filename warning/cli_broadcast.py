@@ -15,7 +15,7 @@ from warning.audiences import DEFAULT_AUDIENCES
 from warning.broadcast import AlertRequest, Broadcaster, counts_json, parse_levels, split_codes
 from warning.broker import open_broker
 from warning.config import Settings
-from warning.deliveries import Batch, ChannelCounts
+from warning.deliveries import ChannelCounts
 from warning.engine import channel_names, run_engine
 from warning.errors import UsageError
 from warning.i18n import t
@@ -276,31 +276,9 @@ async def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
     async with open_store(settings.redis, settings.data.dir) as store:
         service = Broadcaster(store, settings)
         channels = [args.channel] if args.channel else channel_names(settings)
-        rows = []
-        for channel in channels:
-            key = service.deliveries.dead_key(channel)
-            entries: Any = await store.redis.xrange(key)
-            for entry_id, fields in entries or []:
-                batch = Batch.from_json(fields["b"])
-                rows.append(
-                    [channel, batch.alert_id, len(batch.recipients), batch.attempt, fields.get("reason", "")]
-                )
-                if args.requeue:
-                    moved = await service.deliveries.move(
-                        batch.alert_id, batch.version, batch.ledger, [(r.id, "q") for r in batch.recipients]
-                    )
-                    again = batch.with_recipients(
-                        [r for r, ok in zip(batch.recipients, moved, strict=True) if ok == "1"],
-                        attempt=1,
-                        unexpected=0,
-                    )
-                    if again.recipients:
-                        alert = await service.alerts.get(batch.alert_id)
-                        await store.redis.xadd(
-                            service.deliveries.stream_key(channel, alert.level.urgent), {"b": again.to_json()}
-                        )
-                    await store.redis.xdel(key, entry_id)
-    if not rows:
+        letters = [letter for channel in channels for letter in await service.dead_letters(channel)]
+        requeued = sum([await service.requeue_dead(channel) for channel in channels]) if args.requeue else 0
+    if not letters:
         print(t("没有死信。", "no dead letters."))
         return 0
     print(
@@ -312,11 +290,14 @@ async def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
                 t("尝试次数", "attempts"),
                 t("原因", "reason"),
             ],
-            rows,
+            [
+                [d.batch.channel, d.batch.alert_id, len(d.batch.recipients), d.batch.attempt, d.reason]
+                for d in letters
+            ],
         )
     )
     if args.requeue:
-        print(t("已重新排队。", "requeued."))
+        print(t("已重新排队 {n} 条。", "requeued {n}.", n=requeued))
     return 0
 
 

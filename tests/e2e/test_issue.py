@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
+import warning.sample
 from tests.e2e.conftest import Cli
 
 
@@ -112,3 +118,47 @@ def test_api_tokens_roles_and_errors(cli: Cli) -> None:
     assert status == 200 and cancelled["state"] == "cancelled"
     assert _post(cli, "/api/v1/alerts/nope/cancel", {}, operator)[0] == 404
     assert cli.stop(serve) == 0
+
+
+def test_mosquitto_sub_sees_exactly_one_play_per_speaker(cli: Cli) -> None:
+    """A real MQTT client watching the command topics sees one `play` per loudspeaker in the area, none outside."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    cli.env["WARNING_MQTT_TOPIC_PREFIX"] = prefix
+    serve = cli.start("serve", "--sample")
+    cli.wait_healthy(serve)
+    if "WARNING_MQTT_URL" in cli.env:
+        host, port = cli.env["WARNING_MQTT_URL"].removeprefix("mqtt://").split(":")
+    else:
+        host, port = "127.0.0.1", cli.env["WARNING_MQTT_EMBEDDED_PORT"]
+    area = "331099101"
+    speakers = [row["device_id"] for row in csv.DictReader(
+        (Path(warning.sample.__file__).parent / "data" / "speakers.csv").open(encoding="utf-8"))
+        if row["village"].startswith(area)]
+    watcher = subprocess.Popen(
+        ["mosquitto_sub", "-h", host, "-p", port, "-q", "1", "-v", "-t", f"{prefix}/speakers/+/cmd", "-W", "30",
+         "-C", str(len(speakers))], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # let mosquitto_sub subscribe before the warning goes out
+    result = cli.run("issue", "--event", "台风", "--level", "red", "--area", area, "--audiences", "speakers",
+                     "--wait")
+    assert result.returncode == 0, result.stderr
+    out, err = watcher.communicate(timeout=40)
+    lines = [line for line in out.splitlines() if line.strip()]
+    seen = Counter(line.split(" ", 1)[0].split("/")[-2] for line in lines)
+    assert dict(seen) == dict.fromkeys(speakers, 1), (out, err)
+    for line in lines:
+        command = json.loads(line.split(" ", 1)[1])
+        assert command["action"] == "play" and command["v"] == 1 and command["level"] == "red"
+    time.sleep(1.0)
+    extra = subprocess.run(["mosquitto_sub", "-h", host, "-p", port, "-t", f"{prefix}/speakers/+/cmd", "-W", "1",
+                            "-v"], capture_output=True, text=True, check=False)
+    assert extra.stdout.strip() == "", "commands are not retained and nothing else was sent"
+    assert cli.stop(serve) == 0
+
+
+def test_demo_runs_a_complete_drill(embedded_cli: Cli) -> None:
+    """`warning demo` loads the sample county, sends the drill, prints the reach report and exits 0."""
+    result = embedded_cli.run("demo", timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "送达报告" in result.stdout
+    assert "sms" in result.stdout and "speaker" in result.stdout
+    assert "均带【演练】标记：True" in result.stdout

@@ -15,7 +15,7 @@ import pytest
 from tests.integration.conftest import County, engine_settings
 from warning.broadcast import AlertRequest, Broadcaster
 from warning.broker import BrokerAddress
-from warning.config import Settings, TwilioSettings
+from warning.config import AudienceSettings, Settings, TwilioSettings
 from warning.engine import Engine, run_engine
 from warning.errors import RenderError
 from warning.model import Level
@@ -209,3 +209,61 @@ async def test_too_long_sms_fails_the_issue(
     with pytest.raises(RenderError):
         await service.issue(orange(instruction="请立即转移。" * 200))
     assert await service.alerts.recent() == []
+
+
+async def test_dead_letters_then_requeue(sample_store: Store, twilio_sandbox: tuple[TwilioSandbox, TwilioSettings],
+                                         broker: BrokerAddress, county: County) -> None:
+    """A provider failing every attempt dead-letters after worker.max_attempts; a requeue then delivers them."""
+    sandbox, twilio = twilio_sandbox
+    sandbox.set_faults(error_rate=1.0)
+    settings = engine_settings(sample_store, twilio, max_attempts=2)
+    area = "331099101201"
+    async with engine(settings, sample_store, broker, channels=("sms",)) as running:
+        alert, _ = await running.broadcaster.issue(orange(area=area))
+        counts = await settle(running.broadcaster, alert.id, channels=("sms",))
+        expected = len(county.phones_in(area))
+        assert counts["sms"].get("dead") == expected and counts["sms"].get("sent", 0) == 0
+        letters = await running.broadcaster.dead_letters("sms")
+        assert sum(len(letter.batch.recipients) for letter in letters) == expected
+        assert all(letter.batch.attempt == 2 for letter in letters)
+        assert sandbox.messages == []
+
+        sandbox.set_faults(error_rate=0.0)
+        assert await running.broadcaster.requeue_dead("sms") == expected
+        counts = await settle(running.broadcaster, alert.id, channels=("sms",))
+    assert counts["sms"].get("sent") == expected and counts["sms"].get("dead", 0) == 0
+    assert await running.broadcaster.dead_letters("sms") == []
+    assert len(sandbox.messages) == expected
+
+
+async def test_red_goes_before_blue(sample_store: Store, twilio_sandbox: tuple[TwilioSandbox, TwilioSettings],
+                                    broker: BrokerAddress, county: County) -> None:
+    """A red warning issued after a large blue one is sent before the blue one's backlog."""
+    sandbox, twilio = twilio_sandbox
+    settings = engine_settings(sample_store, twilio)
+    settings = replace(settings, sms=replace(settings.sms, rate_per_second=200, burst=20))
+    service = Broadcaster(sample_store, settings)
+    blue, _ = await service.issue(orange(area="331099102", level=Level.BLUE, audiences=("public",)))
+    red, _ = await service.issue(orange(area="331099103201", level=Level.RED, audiences=("public",)))
+    async with engine(settings, sample_store, broker, channels=("sms",)) as running:
+        await settle(running.broadcaster, red.id, channels=("sms",))
+        _, blue_counts = await running.broadcaster.status(blue.id)
+    assert blue_counts["sms"].pending > 0, "the red warning finished while blue was still queued"
+    red_phones = {r["phone"] for r in county.residents if r["village"].startswith("331099103201") and r["phone"]}
+    last_red = max(i for i, m in enumerate(sandbox.messages) if m.to in red_phones)
+    blue_before = sum(1 for m in sandbox.messages[:last_red] if m.to not in red_phones)
+    assert blue_before <= settings.sms.burst, f"{blue_before} blue SMS went before the last red one"
+
+
+async def test_config_defined_audience(sample_store: Store, twilio_sandbox: tuple[TwilioSandbox, TwilioSettings],
+                                       broker: BrokerAddress, county: County) -> None:
+    """A bureau's `[[audiences]]` rule (fishermen by tag) reaches exactly the residents carrying the tag."""
+    sandbox, twilio = twilio_sandbox
+    settings = replace(engine_settings(sample_store, twilio),
+                       audiences=(AudienceSettings("fishermen", ("sms",), tags=("fisherman",)),))
+    async with engine(settings, sample_store, broker, channels=("sms",)) as running:
+        alert, _ = await running.broadcaster.issue(orange(area="331099", audiences=("fishermen",)))
+        await settle(running.broadcaster, alert.id, channels=("sms",))
+    expected = {r["phone"] for r in county.residents if "fisherman" in r["tags"].split(";") and r["phone"]}
+    assert expected and {m.to for m in sandbox.messages} == expected
+    assert len(sandbox.messages) == len(expected)

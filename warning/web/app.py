@@ -132,18 +132,37 @@ async def serve(settings: Settings, *, host: str, port: int, load_sample: bool =
         site = web.TCPSite(runner, host, port)
         await site.start()
         store, broker = app[STORE], app[BROKER]
+        engine = app[ENGINE]
         print(
             t(
-                "warning 已启动：{url}\n  Redis：{redis}{emb}\n  MQTT：{mqtt}{emb2}\n按 Ctrl-C 停止。",
-                "warning is running at {url}\n  Redis: {redis}{emb}\n  MQTT: {mqtt}{emb2}\nPress Ctrl-C to stop.",
+                "warning 已启动：{url}\n  Redis：{redis}{emb}\n  MQTT：{mqtt}{emb2}\n  发送渠道：{ch}\n按 Ctrl-C 停止。",
+                "warning is running at {url}\n  Redis: {redis}{emb}\n  MQTT: {mqtt}{emb2}\n  channels: {ch}\n"
+                "Press Ctrl-C to stop.",
                 url=f"http://{host}:{port}",
                 redis=store.url,
                 mqtt=broker.url,
                 emb=t("（内置）", " (embedded)") if store.embedded else "",
                 emb2=t("（内置）", " (embedded)") if broker.embedded else "",
+                ch=", ".join(engine.channels) or "-",
             ),
             flush=True,
         )
+        if engine.sandbox is not None:
+            print(
+                t(
+                    "  注意：未配置 Twilio 账号，短信发往内置沙箱，不会有人真正收到。",
+                    "  NOTE: no Twilio account configured: SMS go to the built-in sandbox; nobody receives them.",
+                ),
+                flush=True,
+            )
+        if not await app[USERS].count():
+            print(
+                t(
+                    "  还没有 API 用户：warning users add 姓名 --role operator 会生成令牌。",
+                    "  No API user yet: `warning users add NAME --role operator` prints a token.",
+                ),
+                flush=True,
+            )
         await stop.wait()
         log.info("shutting down")
     finally:
