@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from warning.alerts import AlertStore, new_alert_id
-from warning.audiences import DEFAULT_AUDIENCES, Audience, catalogue, select
+from warning.audiences import DEFAULT_AUDIENCES, Audience, Members, catalogue, select
 from warning.config import Settings
 from warning.deliveries import CODES, Batch, ChannelCounts, Deliveries
 from warning.directory.store import Directory
@@ -260,7 +260,7 @@ class Broadcaster:
         await self.alerts.audit(actor=actor, role=role, action="cancel", obj=alert.id, result="ok")
         await self._settle_pending(alert, CODES["cancelled"])
         if any(
-            self.audiences[name].members.value == "speakers"
+            self.audiences[name].members is Members.SPEAKERS
             for name in alert.audiences
             if name in self.audiences
         ):

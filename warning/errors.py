@@ -2,6 +2,7 @@
 
     WarningError                      every error this package raises on purpose
     ├── UsageError                    the user asked for something malformed (exit code 2)
+    │   ├── FieldError                a request field is missing, unknown or invalid (names the field)
     │   ├── ConfigError               a bad config file, key or value
     │   ├── ImportFileError           a directory file that cannot be imported at all (bad header, unreadable)
     │   └── RenderError               a message template is missing, invalid, over budget or too long for SMS
@@ -31,6 +32,14 @@ class UsageError(WarningError):
     """The user asked for something malformed; the message says what to fix."""
 
     exit_code = 2
+
+
+class FieldError(UsageError):
+    """A request field is missing, unknown or invalid; `field` names it (API errors carry it)."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ConfigError(UsageError):

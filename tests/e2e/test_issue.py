@@ -131,15 +131,38 @@ def test_mosquitto_sub_sees_exactly_one_play_per_speaker(cli: Cli) -> None:
     else:
         host, port = "127.0.0.1", cli.env["WARNING_MQTT_EMBEDDED_PORT"]
     area = "331099101"
-    speakers = [row["device_id"] for row in csv.DictReader(
-        (Path(warning.sample.__file__).parent / "data" / "speakers.csv").open(encoding="utf-8"))
-        if row["village"].startswith(area)]
+    speakers = [
+        row["device_id"]
+        for row in csv.DictReader(
+            (Path(warning.sample.__file__).parent / "data" / "speakers.csv").open(encoding="utf-8")
+        )
+        if row["village"].startswith(area)
+    ]
     watcher = subprocess.Popen(
-        ["mosquitto_sub", "-h", host, "-p", port, "-q", "1", "-v", "-t", f"{prefix}/speakers/+/cmd", "-W", "30",
-         "-C", str(len(speakers))], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            "mosquitto_sub",
+            "-h",
+            host,
+            "-p",
+            port,
+            "-q",
+            "1",
+            "-v",
+            "-t",
+            f"{prefix}/speakers/+/cmd",
+            "-W",
+            "30",
+            "-C",
+            str(len(speakers)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.0)  # let mosquitto_sub subscribe before the warning goes out
-    result = cli.run("issue", "--event", "台风", "--level", "red", "--area", area, "--audiences", "speakers",
-                     "--wait")
+    result = cli.run(
+        "issue", "--event", "台风", "--level", "red", "--area", area, "--audiences", "speakers", "--wait"
+    )
     assert result.returncode == 0, result.stderr
     out, err = watcher.communicate(timeout=40)
     lines = [line for line in out.splitlines() if line.strip()]
@@ -149,8 +172,12 @@ def test_mosquitto_sub_sees_exactly_one_play_per_speaker(cli: Cli) -> None:
         command = json.loads(line.split(" ", 1)[1])
         assert command["action"] == "play" and command["v"] == 1 and command["level"] == "red"
     time.sleep(1.0)
-    extra = subprocess.run(["mosquitto_sub", "-h", host, "-p", port, "-t", f"{prefix}/speakers/+/cmd", "-W", "1",
-                            "-v"], capture_output=True, text=True, check=False)
+    extra = subprocess.run(
+        ["mosquitto_sub", "-h", host, "-p", port, "-t", f"{prefix}/speakers/+/cmd", "-W", "1", "-v"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert extra.stdout.strip() == "", "commands are not retained and nothing else was sent"
     assert cli.stop(serve) == 0
 

@@ -211,8 +211,12 @@ async def test_too_long_sms_fails_the_issue(
     assert await service.alerts.recent() == []
 
 
-async def test_dead_letters_then_requeue(sample_store: Store, twilio_sandbox: tuple[TwilioSandbox, TwilioSettings],
-                                         broker: BrokerAddress, county: County) -> None:
+async def test_dead_letters_then_requeue(
+    sample_store: Store,
+    twilio_sandbox: tuple[TwilioSandbox, TwilioSettings],
+    broker: BrokerAddress,
+    county: County,
+) -> None:
     """A provider failing every attempt dead-letters after worker.max_attempts; a requeue then delivers them."""
     sandbox, twilio = twilio_sandbox
     sandbox.set_faults(error_rate=1.0)
@@ -236,8 +240,12 @@ async def test_dead_letters_then_requeue(sample_store: Store, twilio_sandbox: tu
     assert len(sandbox.messages) == expected
 
 
-async def test_red_goes_before_blue(sample_store: Store, twilio_sandbox: tuple[TwilioSandbox, TwilioSettings],
-                                    broker: BrokerAddress, county: County) -> None:
+async def test_red_goes_before_blue(
+    sample_store: Store,
+    twilio_sandbox: tuple[TwilioSandbox, TwilioSettings],
+    broker: BrokerAddress,
+    county: County,
+) -> None:
     """A red warning issued after a large blue one is sent before the blue one's backlog."""
     sandbox, twilio = twilio_sandbox
     settings = engine_settings(sample_store, twilio)
@@ -249,18 +257,26 @@ async def test_red_goes_before_blue(sample_store: Store, twilio_sandbox: tuple[T
         await settle(running.broadcaster, red.id, channels=("sms",))
         _, blue_counts = await running.broadcaster.status(blue.id)
     assert blue_counts["sms"].pending > 0, "the red warning finished while blue was still queued"
-    red_phones = {r["phone"] for r in county.residents if r["village"].startswith("331099103201") and r["phone"]}
+    red_phones = {
+        r["phone"] for r in county.residents if r["village"].startswith("331099103201") and r["phone"]
+    }
     last_red = max(i for i, m in enumerate(sandbox.messages) if m.to in red_phones)
     blue_before = sum(1 for m in sandbox.messages[:last_red] if m.to not in red_phones)
     assert blue_before <= settings.sms.burst, f"{blue_before} blue SMS went before the last red one"
 
 
-async def test_config_defined_audience(sample_store: Store, twilio_sandbox: tuple[TwilioSandbox, TwilioSettings],
-                                       broker: BrokerAddress, county: County) -> None:
+async def test_config_defined_audience(
+    sample_store: Store,
+    twilio_sandbox: tuple[TwilioSandbox, TwilioSettings],
+    broker: BrokerAddress,
+    county: County,
+) -> None:
     """A bureau's `[[audiences]]` rule (fishermen by tag) reaches exactly the residents carrying the tag."""
     sandbox, twilio = twilio_sandbox
-    settings = replace(engine_settings(sample_store, twilio),
-                       audiences=(AudienceSettings("fishermen", ("sms",), tags=("fisherman",)),))
+    settings = replace(
+        engine_settings(sample_store, twilio),
+        audiences=(AudienceSettings("fishermen", ("sms",), tags=("fisherman",)),),
+    )
     async with engine(settings, sample_store, broker, channels=("sms",)) as running:
         alert, _ = await running.broadcaster.issue(orange(area="331099", audiences=("fishermen",)))
         await settle(running.broadcaster, alert.id, channels=("sms",))

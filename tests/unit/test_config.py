@@ -149,12 +149,17 @@ def test_shipped_example_config_is_valid() -> None:
 
 def test_audiences_from_the_file(tmp_path: Path) -> None:
     """`[[audiences]]` tables become typed audience rules; a table without tags or roles is refused."""
-    good = write(tmp_path, '[[audiences]]\nname = "fishermen"\ntags = ["fisherman"]\nchannels = ["sms"]\n'
-                           '[[audiences]]\nname = "teams"\nroles = ["rescue_team"]\nchannels = ["sms"]\n'
-                           "must_reach = true\n")
+    good = write(
+        tmp_path,
+        '[[audiences]]\nname = "fishermen"\ntags = ["fisherman"]\nchannels = ["sms"]\n'
+        '[[audiences]]\nname = "teams"\nroles = ["rescue_team"]\nchannels = ["sms"]\n'
+        "must_reach = true\n",
+    )
     audiences = load_settings(good, {}).audiences
     assert [(a.name, a.tags, a.roles, a.must_reach) for a in audiences] == [
-        ("fishermen", ("fisherman",), (), False), ("teams", (), ("rescue_team",), True)]
+        ("fishermen", ("fisherman",), (), False),
+        ("teams", (), ("rescue_team",), True),
+    ]
     bad = write(tmp_path, '[[audiences]]\nname = "x"\nchannels = ["sms"]\n')
     with pytest.raises(ConfigError, match="tags"):
         load_settings(bad, {})

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from warning.audiences import DEFAULT_AUDIENCES
 from warning.broadcast import AlertRequest, Broadcaster, counts_json, parse_levels
-from warning.errors import AlertError, AlertNotFound, UsageError
+from warning.errors import AlertError, AlertNotFound, FieldError, UsageError
 from warning.i18n import t
 from warning.model import Alert
 from warning.users import User, Users
@@ -50,10 +50,8 @@ def alert_json(alert: Alert) -> dict[str, Any]:
 def _request_from_json(body: Any) -> AlertRequest:
     """Raises UsageError naming the offending field (attached as `.field`)."""
 
-    def bad(field: str, zh: str, en: str) -> UsageError:
-        exc = UsageError(t(zh, en, f=field))
-        exc.field = field  # type: ignore[attr-defined]
-        return exc
+    def bad(field: str, zh: str, en: str) -> FieldError:
+        return FieldError(t(zh, en, f=field), field=field)
 
     if not isinstance(body, dict):
         raise bad("", "请求体应为 JSON 对象", "the body must be a JSON object")
@@ -127,8 +125,10 @@ def auth_middleware(users: web.AppKey[Users]) -> Any:
         request["user"] = user
         try:
             return await handler(request)
+        except FieldError as exc:
+            return error(400, "invalid", str(exc), exc.field)
         except UsageError as exc:
-            return error(400, "invalid", str(exc), getattr(exc, "field", None))
+            return error(400, "invalid", str(exc))
         except AlertNotFound as exc:
             return error(404, "not_found", str(exc))
         except AlertError as exc:
