@@ -95,8 +95,8 @@ class WechatSettings:
 @dataclass(frozen=True)
 class SmsSettings:
     # Messages per second across every worker on every host (the Twilio account's sending rate).
-    rate_per_second: float = _opt(30.0, min=0.1, max=100000.0)
-    burst: int = _opt(30, min=1, max=100000)
+    rate_per_second: float = _opt(100.0, min=0.1, max=100000.0)
+    burst: int = _opt(20, min=1, max=100000)
     # A warning whose SMS would need more segments than this is refused at issue time.
     max_segments: int = _opt(6, min=1, max=20)
     max_in_flight: int = _opt(100, min=1, max=10000)  # concurrent API requests per worker

@@ -189,3 +189,33 @@ def test_demo_runs_a_complete_drill(embedded_cli: Cli) -> None:
     assert "送达报告" in result.stdout
     assert "sms" in result.stdout and "speaker" in result.stdout
     assert "均带【演练】标记：True" in result.stdout
+
+
+def test_speaker_sim_plays_what_serve_sends(embedded_cli: Cli) -> None:
+    """`warning speaker-sim` beside `warning serve` connects the county's loudspeakers and plays the warning."""
+    serve = embedded_cli.start("serve", "--sample")
+    embedded_cli.wait_healthy(serve)
+    sim = embedded_cli.start("speaker-sim", "--village", "331099101201")
+    deadline = time.monotonic() + 30
+    while True:  # the simulator says how many loudspeakers it connected
+        line = sim.stdout.readline() if sim.stdout else ""
+        if "2" in line and ("模拟大喇叭" in line or "simulated" in line):
+            break
+        assert sim.poll() is None and time.monotonic() < deadline, line
+    result = embedded_cli.run(
+        "issue",
+        "--event",
+        "山洪",
+        "--level",
+        "yellow",
+        "--area",
+        "331099101201",
+        "--audiences",
+        "speakers",
+        "--wait",
+    )
+    assert result.returncode == 0, result.stderr
+    alert_id = result.stdout.strip().splitlines()[0]
+    assert _status(embedded_cli, alert_id)["deliveries"]["speaker"] == {"sent": 2}
+    assert embedded_cli.stop(sim) == 0
+    assert embedded_cli.stop(serve) == 0
