@@ -54,7 +54,7 @@ _MOVES = {
     "F": "qrsSA",
     "X": "qrs",
     "C": "qr",
-    "L": "sr",
+    "L": "qsr",
     "q": "L",
 }
 
@@ -300,6 +300,14 @@ class Deliveries:
             channel: ChannelCounts({str(k): int(v) for k, v in counts.items() if int(v)})
             for channel, counts in zip(channels, raw, strict=True)
         }
+
+    async def states_of(self, batch: Batch) -> dict[str, str]:
+        """The current state codes of a batch's recipients (absent ones are left out)."""
+        ids = [r.id for r in batch.recipients]
+        if not ids:
+            return {}
+        codes = await self.redis.hmget(self.states_key(batch.alert_id, batch.version, batch.ledger), ids)
+        return {rid: str(code) for rid, code in zip(ids, codes, strict=True) if code is not None}
 
     async def state(self, alert_id: str, version: int, channel: str, recipient: str) -> str | None:
         code = await self.redis.hget(self.states_key(alert_id, version, channel), recipient)

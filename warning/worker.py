@@ -212,6 +212,7 @@ class ChannelWorker:
 
     async def _process(self, stream: str, entry_id: str, fields: dict[Any, Any]) -> None:
         keepalive = asyncio.create_task(self._keep_claimed(stream, entry_id))
+        batch: Batch | None = None
         try:
             raw = fields.get("b") or fields.get(b"b")
             if raw is None:
@@ -230,10 +231,36 @@ class ChannelWorker:
         except (RedisError, OSError) as exc:
             # Left pending: the reclaimer (ours or another worker's) picks it up again.
             log.warning("batch left for reclaim: %s", exc, extra={"entry": entry_id})
-        except Exception:
-            log.exception("batch processing failed; left for reclaim", extra={"entry": entry_id})
+        except Exception as exc:
+            # A bug, not a provider answer: logged with its traceback, and the batch retried once at most.
+            log.exception("batch processing failed unexpectedly", extra={"entry": entry_id})
+            if batch is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._after_bug(stream, entry_id, batch, exc)
         finally:
             keepalive.cancel()
+
+    async def _after_bug(self, stream: str, entry_id: str, batch: Batch, exc: Exception) -> None:
+        states = await self.deliveries.states_of(batch)
+        open_ones = [r for r in batch.recipients if states.get(r.id) in ("q", "r", "s")]
+        if batch.unexpected >= 1:
+            await self.deliveries.move(
+                batch.alert_id, batch.version, batch.ledger, [(r.id, "L") for r in open_ones]
+            )
+            await self.redis.xadd(
+                self.deliveries.dead_key(self.channel.name),
+                {
+                    "b": batch.with_recipients(open_ones).to_json(),
+                    "reason": json.dumps([repr(exc)]),
+                    "ts": str(time.time()),
+                },
+            )
+        elif open_ones:
+            again = batch.with_recipients(open_ones, unexpected=batch.unexpected + 1)
+            await self.redis.xadd(
+                self.deliveries.stream_key(self.channel.name, self._urgent(batch)), {"b": again.to_json()}
+            )
+        await self._finish(stream, entry_id)
 
     async def _keep_claimed(self, stream: str, entry_id: str) -> None:
         """Reset the entry's idle time while we work on it, so no live batch is reclaimed by another worker."""
