@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 from tests.e2e.conftest import Cli
 
@@ -23,6 +24,13 @@ def test_serve_probes_stop_and_restart(cli: Cli) -> None:
     status, ready = cli.get_json("/readyz")
     assert status == 200, ready
     assert ready["checks"]["redis"]["ok"] and ready["checks"]["mqtt"]["ok"]
+    for _ in range(50):  # the loudspeaker channel connects to the broker a moment after start
+        if ready["status"] == "ready":
+            break
+        time.sleep(0.1)
+        ready = cli.get_json("/readyz")[1]
+    assert ready["status"] == "ready", ready
+    assert ready["checks"]["channel:sms"]["ok"] and ready["checks"]["channel:speaker"]["ok"]
     status, metrics = cli.get("/metrics")
     assert status == 200
     residents_line = next(
@@ -93,3 +101,19 @@ def test_volatile_redis_refused_at_start(cli: Cli) -> None:
     assert result.returncode == expected_code, result.stderr
     assert expected_text in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_provider_down_is_degraded_not_unready(embedded_cli: Cli) -> None:
+    """A Twilio account nobody answers for leaves /readyz at 200 "degraded": warnings are still accepted."""
+    embedded_cli.env.update(
+        WARNING_TWILIO_ACCOUNT_SID="AC" + "0" * 32,
+        WARNING_TWILIO_AUTH_TOKEN="x" * 32,
+        WARNING_TWILIO_FROM="+15005550006",
+        WARNING_TWILIO_BASE_URL="http://127.0.0.1:9",
+    )
+    serve = embedded_cli.start("serve", "--sample")
+    embedded_cli.wait_healthy(serve)
+    status, ready = embedded_cli.get_json("/readyz")
+    assert status == 200 and ready["status"] == "degraded", ready
+    assert not ready["checks"]["channel:sms"]["ok"]
+    assert embedded_cli.stop(serve) == 0

@@ -106,7 +106,8 @@ def health_routes(
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
-        """Redis and the MQTT broker answer now: 200 when both do, 503 with the failing one named."""
+        """200 when Redis and the MQTT broker answer now (status "degraded" if a provider does not);
+        503 naming the failing dependency otherwise."""
         app = request.app
         running = app.get(channels, {})
         redis_check, mqtt_check, *channel_checks = await asyncio.gather(
@@ -121,10 +122,12 @@ def health_routes(
         checks.update({f"channel:{name}": check for name, check in zip(running, channel_checks, strict=True)})
         for name, check in checks.items():
             app[metrics].ready.labels(name).set(1 if check["ok"] else 0)
-        ready = all(c["ok"] for c in checks.values())
-        return web.json_response(
-            {"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503
-        )
+        # Redis and the broker decide readiness. A provider that is down makes the service "degraded",
+        # not unready: warnings must still be accepted and queued, to go out when the provider is back.
+        ready = redis_check["ok"] and mqtt_check["ok"]
+        degraded = ready and not all(c["ok"] for c in checks.values())
+        status = "degraded" if degraded else "ready" if ready else "not_ready"
+        return web.json_response({"status": status, "checks": checks}, status=200 if ready else 503)
 
     async def metrics_view(request: web.Request) -> web.Response:
         """Prometheus text exposition; directory counts are refreshed from Redis on each scrape."""
