@@ -9,15 +9,15 @@ PIP    := $(BIN)/python -m pip
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "warning needs Python >= 3.11, found " + sys.version.split()[0]'
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
 
-# The stamp files re-run pip only when pyproject.toml changes.
+# The stamp files re-run pip only when pyproject.toml changes. --no-compile: Python compiles what it
+# imports on first use, instead of pip compiling thousands of files (twilio's) up front (~10 s saved).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet --no-compile -e .
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet --no-compile -e '.[dev]'
 	@touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed

@@ -135,9 +135,8 @@ async def serve(settings: Settings, *, host: str, port: int, load_sample: bool =
         engine = app[ENGINE]
         print(
             t(
-                "warning 已启动：{url}\n  Redis：{redis}{emb}\n  MQTT：{mqtt}{emb2}\n  发送渠道：{ch}\n按 Ctrl-C 停止。",
-                "warning is running at {url}\n  Redis: {redis}{emb}\n  MQTT: {mqtt}{emb2}\n  channels: {ch}\n"
-                "Press Ctrl-C to stop.",
+                "warning 已启动：{url}\n  Redis：{redis}{emb}\n  MQTT：{mqtt}{emb2}\n  发送渠道：{ch}",
+                "warning is running at {url}\n  Redis: {redis}{emb}\n  MQTT: {mqtt}{emb2}\n  channels: {ch}",
                 url=f"http://{host}:{port}",
                 redis=store.url,
                 mqtt=broker.url,
@@ -163,6 +162,7 @@ async def serve(settings: Settings, *, host: str, port: int, load_sample: bool =
                 ),
                 flush=True,
             )
+        print(t("按 Ctrl-C 停止。", "Press Ctrl-C to stop."), flush=True)
         await stop.wait()
         log.info("shutting down")
     finally:
