@@ -5,7 +5,8 @@
     │   ├── FieldError                a request field is missing, unknown or invalid (names the field)
     │   ├── ConfigError               a bad config file, key or value
     │   ├── ImportFileError           a directory file that cannot be imported at all (bad header, unreadable)
-    │   └── RenderError               a message template is missing, invalid, over budget or too long for SMS
+    │   ├── RenderError               a message template is missing, invalid, over budget or too long for SMS
+    │   └── CapError                  a CAP message is malformed, hostile or breaks a CAP 1.2 rule (names `element`, `rule`)
     ├── StoreError                    Redis is unreachable, misconfigured or refused to start
     │   └── VolatileStoreError        Redis keeps nothing on disk and `redis.allow_volatile` is off
     ├── BrokerError                   the MQTT broker is unreachable or refused to start
@@ -52,6 +53,15 @@ class ImportFileError(UsageError):
 
 class RenderError(UsageError):
     """A message template cannot be rendered: missing, invalid, over its budget, or an SMS too long."""
+
+
+class CapError(UsageError):
+    """A CAP message is refused; `element` is where (e.g. `alert/info[1]/area[2]/polygon[1]`), `rule` which rule."""
+
+    def __init__(self, message: str, *, element: str, rule: str) -> None:
+        super().__init__(message)
+        self.element = element
+        self.rule = rule
 
 
 class StoreError(WarningError):
