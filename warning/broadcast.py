@@ -198,6 +198,78 @@ class Broadcaster:
             )
         return alert
 
+    async def update(
+        self,
+        alert_id: str,
+        request: AlertRequest,
+        *,
+        actor: str = "cli",
+        role: str = "operator",
+        references: tuple[str, ...] = (),
+        progress: Progress | None = None,
+    ) -> tuple[Alert, FanoutReport]:
+        """Replace an issued alert with a new version: what is still pending of the old one is cancelled,
+        and everyone in the (new) area gets the new message, saying what changed.
+
+        Raises:
+            AlertNotFound: unknown id.
+            AlertError: the alert is not issued (cancelled, expired, draft).
+            UsageError: invalid request, including RenderError.
+        """
+        previous = await self.alerts.get(alert_id)
+        if previous.state is not AlertState.ISSUED:
+            raise AlertError(
+                t(
+                    "预警 {id} 是 {s} 状态，不能更新",
+                    "alert {id} is {s} and cannot be updated",
+                    id=previous.id,
+                    s=previous.state.value,
+                )
+            )
+        now = datetime.now(UTC)
+        audiences = await self._validate(request, now)
+        alert = replace(
+            previous,
+            version=previous.version + 1,
+            msg_type="Update",
+            sent=now,
+            event=request.event.strip(),
+            level=request.level,
+            areas=request.areas,
+            headline=request.headline,
+            description=request.description,
+            instruction=request.instruction,
+            expires=request.expires,
+            event_code=request.event_code or previous.event_code,
+            status=AlertStatus.EXERCISE if request.exercise else previous.status,
+            audiences=tuple(a.name for a in audiences),
+            references=references or (f"{previous.sender},{previous.id},{previous.sent.isoformat()}",),
+        )
+        texts = await render_all(
+            alert,
+            audiences,
+            self.renderer,
+            area_names=await self._area_names(alert),
+            max_segments=self.settings.sms.max_segments,
+            previous=previous,
+        )
+        await self.texts.store(alert, texts)
+        await self.deliveries.redis.zadd(
+            pending_key(self.deliveries.keys), {f"{alert.id}:{alert.version}:play": time.time()}
+        )
+        # From this write on, workers refuse the old version's queued batches (the control version moved).
+        await self.alerts.save(alert)
+        await self.alerts.audit(
+            actor=actor,
+            role=role,
+            action="update",
+            obj=alert.id,
+            result="ok",
+            detail=f"v{previous.version}→v{alert.version} {alert.level.value}",
+        )
+        await self._settle_pending(previous, CODES["cancelled"])
+        return alert, await self.fan_out(alert, progress=progress)
+
     async def _area_names(self, alert: Alert) -> list[str]:
         names: list[str] = []
         for area in alert.areas:

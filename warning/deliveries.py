@@ -106,21 +106,24 @@ if skipped > 0 then redis.call('HINCRBY', KEYS[2], 'no_address', skipped) end
 return {queued, skipped}
 """
 
-# KEYS: states, counts, control. ARGV: allow_cancelled ("1" for stop commands), rid, rid, …
-# Decides, atomically with a cancel or the clock, what a worker may send now: returns one code per
-# recipient: "s" send, "C" cancelled now, "X" expired now, "-" skip (already sent or finished).
+# KEYS: states, counts, control. ARGV: allow_cancelled ("1" for stop commands), the batch's alert
+# version, rid, rid, … Decides, atomically with a cancel, an update or the clock, what a worker may send
+# now: one code per recipient: "s" send, "C" cancelled now (cancelled, or superseded by a newer
+# version), "X" expired now, "-" skip (already sent or finished).
 _CLAIM = f"""
 local moves = {_LUA_MOVES}
 local names = {_LUA_NAMES}
 local state = redis.call('HGET', KEYS[3], 'state')
+local current = redis.call('HGET', KEYS[3], 'version')
 local expires = tonumber(redis.call('HGET', KEYS[3], 'expires') or '')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local target = 's'
 if state ~= 'issued' and not (ARGV[1] == '1' and state == 'cancelled') then target = 'C' end
+if ARGV[1] ~= '1' and current and current ~= ARGV[2] then target = 'C' end
 if expires and now >= expires then target = 'X' end
 local out = {{}}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local rid = ARGV[i]
   local old = redis.call('HGET', KEYS[1], rid)
   if old == 's' and target == 's' then
@@ -274,7 +277,7 @@ class Deliveries:
             self.counts_key(batch.alert_id, batch.version, batch.ledger),
             self.control_key(batch.alert_id),
         ]
-        args = ["1" if batch.action == "stop" else "0", *(r.id for r in batch.recipients)]
+        args = ["1" if batch.action == "stop" else "0", str(batch.version), *(r.id for r in batch.recipients)]
         return str(await self._claim(keys=keys, args=args))
 
     async def move(self, alert_id: str, version: int, channel: str, moves: Sequence[tuple[str, str]]) -> str:

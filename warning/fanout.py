@@ -90,10 +90,16 @@ async def render_all(
     *,
     area_names: Sequence[str],
     max_segments: int,
+    previous: Alert | None = None,
 ) -> dict[str, str]:
-    """Render every (audience, channel, language) once; fails the issue (RenderError) if any is invalid."""
+    """Render every (audience, channel, language) once; fails the issue (RenderError) if any is invalid.
+
+    For an update, `previous` is the version people already got, so each message says what changed.
+    """
     pairs = [(a.name, channel) for a in audiences for channel in a.channels]
-    rendered = renderer.check(alert, pairs, LANGUAGES, area_names=area_names, max_segments=max_segments)
+    rendered = renderer.check(
+        alert, pairs, LANGUAGES, area_names=area_names, max_segments=max_segments, previous=previous
+    )
     return {text_field(audience, channel, lang): r.text for audience, channel, lang, r in rendered}
 
 

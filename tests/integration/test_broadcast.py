@@ -286,3 +286,46 @@ async def test_config_defined_audience(
     expected = {r["phone"] for r in county.residents if "fisherman" in r["tags"].split(";") and r["phone"]}
     assert expected and {m.to for m in sandbox.messages} == expected
     assert len(sandbox.messages) == len(expected)
+
+
+async def test_update_tells_everyone_what_changed(
+    sample_store: Store,
+    twilio_sandbox: tuple[TwilioSandbox, TwilioSettings],
+    broker: BrokerAddress,
+    county: County,
+) -> None:
+    """An update sends one new message per person, marked as an update and saying the level was raised."""
+    sandbox, twilio = twilio_sandbox
+    settings = engine_settings(sample_store, twilio)
+    area = "331099101201"
+    async with engine(settings, sample_store, broker, channels=("sms",)) as running:
+        alert, _ = await running.broadcaster.issue(orange(area=area, audiences=("public",)))
+        await settle(running.broadcaster, alert.id, channels=("sms",))
+        first = len(sandbox.messages)
+        updated, _ = await running.broadcaster.update(
+            alert.id, orange(area=area, level=Level.RED, audiences=("public",))
+        )
+        counts = await settle(running.broadcaster, alert.id, channels=("sms",))
+    assert updated.version == 2 and updated.msg_type == "Update" and updated.references
+    second = sandbox.messages[first:]
+    expected = {r["phone"] for r in county.residents if r["village"] == area and r["phone"]}
+    assert Counter(m.to for m in second) == Counter(dict.fromkeys(expected, 1))
+    chinese = [m for m in second if not m.body.startswith("[UPDATE]")]  # a few residents read English
+    assert chinese and all(m.body.startswith("【更新】预警级别由橙色升级为红色") for m in chinese)
+    assert counts["sms"].get("sent") == len(expected)
+
+
+async def test_old_version_pending_is_not_sent_after_an_update(
+    sample_store: Store, twilio_sandbox: tuple[TwilioSandbox, TwilioSettings], broker: BrokerAddress
+) -> None:
+    """Deliveries of the old version still queued when the update commits are cancelled, never sent."""
+    sandbox, twilio = twilio_sandbox
+    settings = engine_settings(sample_store, twilio)
+    service = Broadcaster(sample_store, settings)
+    alert, _ = await service.issue(orange(area="331099101201", audiences=("public",)))  # no worker yet
+    await service.update(alert.id, orange(area="331099101201", level=Level.RED, audiences=("public",)))
+    async with engine(settings, sample_store, broker, channels=("sms",)) as running:
+        await settle(running.broadcaster, alert.id, channels=("sms",))
+    old = (await service.deliveries.counts(alert.id, 1, ["sms"]))["sms"]
+    assert old.get("sent") == 0 and old.get("cancelled") > 0
+    assert all(m.body.startswith("【更新】") for m in sandbox.messages)

@@ -34,6 +34,8 @@ from warning.render.words import (
     level_name,
     normalise_language,
     sentence,
+    update_mark,
+    what_changed,
 )
 
 __all__ = [
@@ -123,10 +125,13 @@ class Renderer:
         *,
         area_names: Sequence[str] = (),
         recipient: Mapping[str, str] | None = None,
+        previous: Alert | None = None,
     ) -> Rendered:
         """The message for `audience` on `channel` in `language`; personal only when `recipient` is given.
 
         `recipient` carries `name`, `village` (its name) and `id`; missing ones read as "".
+        For an update (`alert.msg_type == "Update"`) the message starts with an update mark and, given
+        the `previous` version, a sentence saying what changed.
 
         Raises:
             RenderError: no template, a syntax error, an undefined variable (including `recipient` when
@@ -144,6 +149,11 @@ class Renderer:
         if recipient is not None:
             context["recipient"] = {"id": "", "name": "", "village": "", **recipient}
         text = self._run(template, context, language).strip()
+        if alert.msg_type == "Update":
+            changed = what_changed(previous, alert, language) if previous is not None else ""
+            if channel in SPOKEN_CHANNELS:
+                changed = speakable(changed, language)
+            text = update_mark(language, channel) + changed + text
         if channel in SPOKEN_CHANNELS:
             text = speakable(text, language)
         if alert.exercise:
@@ -174,6 +184,7 @@ class Renderer:
         *,
         area_names: Sequence[str] = (),
         max_segments: int,
+        previous: Alert | None = None,
     ) -> list[tuple[str, str, str, Rendered]]:
         """Render every (audience, channel) × language once, as issuing the alert would.
 
@@ -196,6 +207,7 @@ class Renderer:
                     language,
                     area_names=area_names,
                     recipient=sample if personal else None,
+                    previous=previous,
                 )
                 if channel == "sms" and rendered.segments > max_segments:
                     raise self._too_long(audience, channel, language, rendered, max_segments)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 from warning.errors import RenderError
 from warning.i18n import t
-from warning.model import DEFAULT_LANGUAGE, Level
+from warning.model import DEFAULT_LANGUAGE, Alert, Level
 
 # Channels whose text is read aloud by a machine; `voice` shares the rewrite should it get templates.
 SPOKEN_CHANNELS = frozenset({"speaker", "voice"})
@@ -90,3 +90,40 @@ def expires_text(when: datetime | None, language: str) -> str:
 def level_name(level: Level, language: str) -> str:
     """橙色 / Orange: the colour of `level` in `language`."""
     return _LEVEL_NAMES[_text_language(normalise_language(language))][level]
+
+
+_UPDATE_MARKS = {
+    ("zh-CN", False): "【更新】",
+    ("en", False): "[UPDATE] ",
+    ("zh-CN", True): "预警更新。",
+    ("en", True): "Update. ",
+}
+
+
+def update_mark(language: str, channel: str) -> str:
+    """What starts every message of an updated warning, after the drill mark."""
+    return _UPDATE_MARKS[(_text_language(normalise_language(language)), channel in SPOKEN_CHANNELS)]
+
+
+def what_changed(previous: Alert, alert: Alert, language: str) -> str:
+    """One sentence telling people who got the previous version what is different now ("" if nothing)."""
+    lang = _text_language(normalise_language(language))
+    parts: list[str] = []
+    if previous.level != alert.level:
+        old, new = level_name(previous.level, language), level_name(alert.level, language)
+        upgraded = alert.level.rank > previous.level.rank
+        parts.append(
+            f"预警级别由{old}{'升级' if upgraded else '调整'}为{new}"
+            if lang == "zh-CN"
+            else f"level {'raised' if upgraded else 'changed'} from {old} to {new}"
+        )
+    if previous.expires != alert.expires and alert.expires is not None:
+        when = expires_text(alert.expires, language)
+        parts.append(f"有效期改至{when}" if lang == "zh-CN" else f"now valid until {when}")
+    if set(previous.areas) != set(alert.areas):
+        parts.append("预警范围已调整" if lang == "zh-CN" else "the warned area changed")
+    if previous.instruction != alert.instruction and alert.instruction:
+        parts.append("防御指引已更新" if lang == "zh-CN" else "new instructions")
+    if not parts:
+        return ""
+    return ("；".join(parts) + "。") if lang == "zh-CN" else ("; ".join(parts).capitalize() + ". ")

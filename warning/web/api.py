@@ -189,6 +189,18 @@ def api_routes(
         alert, counts = await request.app[broadcaster].status(request.match_info["id"])
         return web.json_response(alert_json(alert) | {"deliveries": counts_json(counts)})
 
+    async def update_alert(request: web.Request) -> web.Response:
+        """Replace an issued alert with a new version (same JSON as creating one); 200 with the new version."""
+        user = _require(request, "issue")
+        try:
+            body = await request.json()
+        except json.JSONDecodeError as exc:
+            return error(400, "invalid_json", t("JSON 无效：{e}", "invalid JSON: {e}", e=exc))
+        alert, _ = await request.app[broadcaster].update(
+            request.match_info["id"], _request_from_json(body), actor=user.name, role=user.role.value
+        )
+        return web.json_response(alert_json(alert))
+
     async def cancel_alert(request: web.Request) -> web.Response:
         user = _require(request, "cancel")
         alert = await request.app[broadcaster].cancel(
@@ -201,4 +213,5 @@ def api_routes(
         web.get("/api/v1/alerts", list_alerts),
         web.get("/api/v1/alerts/{id}", get_alert),
         web.post("/api/v1/alerts/{id}/cancel", cancel_alert),
+        web.post("/api/v1/alerts/{id}/update", update_alert),
     ]
