@@ -11,10 +11,13 @@ from typing import Any
 
 from warning.alerts import AlertStore, new_alert_id
 from warning.audiences import DEFAULT_AUDIENCES, Audience, Members, catalogue, select
+from warning.cap import parse_cap
+from warning.cap.emit import cap_identifier, cap_time, emit_cap
+from warning.cap.mapping import MappedAlert, map_cap
 from warning.config import Settings
 from warning.deliveries import CODES, Batch, ChannelCounts, Deliveries
 from warning.directory.store import Directory
-from warning.errors import AlertError, UsageError
+from warning.errors import AlertError, AlertNotFound, UsageError
 from warning.fanout import FanoutReport, Progress, Texts, fan_out, pending_key, render_all
 from warning.i18n import t
 from warning.model import Alert, AlertState, AlertStatus, Level
@@ -25,6 +28,14 @@ log = logging.getLogger(__name__)
 
 _AREA = re.compile(r"^\d{6}(\d{3}){0,2}$")
 STOP_AUDIENCE = "speakers"
+
+
+@dataclass(frozen=True)
+class CapOutcome:
+    """What a CAP message did: `issued` (fan-out still to run), `updated`, `cancelled` or `draft`."""
+
+    action: str
+    alert: Alert
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,7 @@ class Broadcaster:
         self.directory = Directory(store)
         self.deliveries = Deliveries(store.redis, store.keys)
         self.texts = Texts(store.redis, store.keys)
-        self.renderer = Renderer(settings.templates)
+        self.renderer = Renderer(settings.templates, sender_name=settings.bureau.name)
         self.audiences = catalogue(settings.audiences)
 
     # -- issuing ------------------------------------------------------------------------------------
@@ -162,7 +173,7 @@ class Broadcaster:
         else:
             alert = Alert(
                 id=request.id or new_alert_id(now),
-                sender=request.sender or self.settings.server.base_url,
+                sender=request.sender or self.settings.bureau.sender,
                 sent=now,
                 event=request.event.strip(),
                 level=request.level,
@@ -243,7 +254,8 @@ class Broadcaster:
             event_code=request.event_code or previous.event_code,
             status=AlertStatus.EXERCISE if request.exercise else previous.status,
             audiences=tuple(a.name for a in audiences),
-            references=references or (f"{previous.sender},{previous.id},{previous.sent.isoformat()}",),
+            references=references
+            or (f"{previous.sender},{cap_identifier(previous)},{cap_time(previous.sent)}",),
         )
         texts = await render_all(
             alert,
@@ -306,6 +318,132 @@ class Broadcaster:
                 action=action,
             )
         return len(pending)
+
+    # -- CAP ----------------------------------------------------------------------------------------
+
+    async def ingest_cap(self, data: bytes, *, actor: str = "cli", role: str = "operator") -> CapOutcome:
+        """Act on a CAP 1.2 message: a new alert, an update or a cancel of one of ours.
+
+        Test, Draft and System messages are kept as drafts and never reach the public; Exercise is a drill.
+
+        Raises:
+            CapError: the message is invalid (names the element and rule), or matches none of our villages.
+            AlertNotFound: an Update or Cancel references no alert of ours.
+            UsageError: the references are ambiguous, or the message cannot become an alert.
+        """
+        cap = parse_cap(data)
+        mapped = await map_cap(cap, self.directory)
+        if mapped.msg_type in ("Update", "Cancel"):
+            target = await self._referenced(mapped.references)
+            if mapped.msg_type == "Cancel":
+                return CapOutcome("cancelled", await self.cancel(target.id, actor=actor, role=role))
+            alert, _ = await self.update(
+                target.id, self._request(mapped), actor=actor, role=role, references=mapped.references
+            )
+            return CapOutcome("updated", alert)
+        if mapped.status not in (AlertStatus.ACTUAL, AlertStatus.EXERCISE):
+            draft = await self._save_draft(self._request(mapped), mapped.status, actor=actor, role=role)
+            return CapOutcome("draft", draft)
+        alert = await self.prepare(self._request(mapped), actor=actor, role=role)
+        return CapOutcome("issued", alert)
+
+    def _request(self, mapped: MappedAlert) -> AlertRequest:
+        if mapped.level is None:
+            raise UsageError(
+                t(
+                    "无法确定预警级别：CAP 中既无 severity 也无颜色",
+                    "cannot tell the warning level: the CAP "
+                    "message has neither a usable severity nor a colour",
+                )
+            )
+        return AlertRequest(
+            event=mapped.event,
+            level=mapped.level,
+            areas=mapped.areas,
+            headline=mapped.headline,
+            description=mapped.description,
+            instruction=mapped.instruction,
+            expires=mapped.expires,
+            exercise=mapped.status is AlertStatus.EXERCISE,
+            event_code=mapped.event_code,
+            sender=mapped.sender,
+            id=mapped.identifier,
+        )
+
+    async def cap_document(self, alert: Alert) -> bytes:
+        """The alert as CAP 1.2 XML, with one area per village it covers."""
+        codes = await self.directory.village_codes(alert.areas)
+        return emit_cap(
+            alert,
+            sender=alert.sender,
+            sender_name=self.settings.bureau.name,
+            villages=await self.directory.villages(codes),
+            references=alert.references,
+        )
+
+    async def _referenced(self, references: tuple[str, ...]) -> Alert:
+        """The one alert of ours that the references name; refuses to guess."""
+        found: dict[str, Alert] = {}
+        for reference in references:
+            identifier = reference.split(",")[1] if reference.count(",") == 2 else ""
+            # Our later versions go out as `{id}-v{n}` (a new CAP identifier per message).
+            alert = await self.alerts.find(identifier) if identifier else None
+            if alert is None and re.fullmatch(r".+-v\d+", identifier):
+                alert = await self.alerts.find(identifier.rsplit("-v", 1)[0])
+            if alert is not None:
+                found[alert.id] = alert
+        if not found:
+            raise AlertNotFound(
+                t(
+                    "CAP 引用的预警不在本系统中：{r}",
+                    "the CAP references name no alert of ours: {r}",
+                    r=" ".join(references) or "-",
+                )
+            )
+        if len(found) > 1:
+            raise UsageError(
+                t(
+                    "CAP 引用了多个本系统的预警（{ids}），不予猜测，请只引用一个",
+                    "the CAP references name several of our alerts ({ids}); refusing to guess",
+                    ids=", ".join(sorted(found)),
+                )
+            )
+        return next(iter(found.values()))
+
+    async def _save_draft(
+        self, request: AlertRequest, status: AlertStatus, *, actor: str, role: str
+    ) -> Alert:
+        now = datetime.now(UTC)
+        audiences = await self._validate(request, now)
+        existing = await self.alerts.find(request.id) if request.id else None
+        if existing is not None:
+            return existing
+        draft = Alert(
+            id=request.id or new_alert_id(now),
+            sender=request.sender or self.settings.bureau.sender,
+            sent=now,
+            event=request.event,
+            level=request.level,
+            areas=request.areas,
+            headline=request.headline,
+            description=request.description,
+            instruction=request.instruction,
+            event_code=request.event_code,
+            expires=request.expires,
+            status=status,
+            audiences=tuple(a.name for a in audiences),
+            state=AlertState.DRAFT,
+        )
+        await self.alerts.save(draft)
+        await self.alerts.audit(
+            actor=actor,
+            role=role,
+            action="draft",
+            obj=draft.id,
+            result="ok",
+            detail=f"CAP status {status.value}: kept as a draft, not sent",
+        )
+        return draft
 
     # -- cancelling and expiring --------------------------------------------------------------------
 

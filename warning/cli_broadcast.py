@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from warning.audiences import DEFAULT_AUDIENCES
@@ -58,11 +59,14 @@ WORKERS_ALIVE = 15.0  # seconds: a worker heartbeat newer than this counts as ru
 def add_parsers(commands: Any) -> None:
     """Register the broadcast commands on the `warning` parser's subcommands."""
     issue = commands.add_parser("issue", help=t("发布预警", "issue a warning"))
-    issue.add_argument("--event", required=True, help=t("事件，如 台风", "event, e.g. Typhoon"))
-    issue.add_argument("--level", required=True, help="red/orange/yellow/blue | 红色/橙色/黄色/蓝色")
     issue.add_argument(
-        "--area", required=True, help=t("区域代码，逗号分隔（6/9/12位）", "area codes, comma-separated")
+        "--cap",
+        type=Path,
+        help=t("从 CAP 1.2 文件发布、更新或撤销", "issue, update or cancel from a CAP 1.2 file"),
     )
+    issue.add_argument("--event", help=t("事件，如 台风", "event, e.g. Typhoon"))
+    issue.add_argument("--level", help="red/orange/yellow/blue | 红色/橙色/黄色/蓝色")
+    issue.add_argument("--area", help=t("区域代码，逗号分隔（6/9/12位）", "area codes, comma-separated"))
     issue.add_argument("--headline", default="")
     issue.add_argument("--description", default="")
     issue.add_argument("--instruction", default="")
@@ -193,10 +197,31 @@ def print_counts(counts: dict[str, ChannelCounts]) -> None:
 
 
 async def _issue(settings: Settings, args: argparse.Namespace) -> int:
+    if args.cap is None and not (args.event and args.level and args.area):
+        raise UsageError(
+            t(
+                "需要 --cap 文件，或 --event、--level 和 --area",
+                "give --cap FILE, or --event, --level and --area",
+            )
+        )
     async with open_store(settings.redis, settings.data.dir) as store:
         service = Broadcaster(store, settings)
-        alert = await service.prepare(_request(args))
-        print(alert.id)
+        if args.cap is not None:
+            try:
+                data = await asyncio.to_thread(args.cap.read_bytes)
+            except OSError as exc:
+                raise UsageError(
+                    t("无法读取 {p}：{e}", "cannot read {p}: {e}", p=args.cap, e=exc.strerror)
+                ) from None
+            outcome = await service.ingest_cap(data)
+            print(outcome.alert.id)
+            print(t("CAP：{a}", "CAP: {a}", a=outcome.action), file=sys.stderr)
+            if outcome.action != "issued":
+                return 0
+            alert = outcome.alert
+        else:
+            alert = await service.prepare(_request(args))
+            print(alert.id)
         bar = ProgressBar(t("排队（村）", "queuing (villages)"), enabled=args.wait)
         report = await service.fan_out(alert, progress=bar.update)
         bar.close()

@@ -45,6 +45,13 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class BureauSettings:
+    # The issuing bureau as people see it (message signature) and as CAP identifies it (<sender>).
+    name: str = _opt("应急管理局")
+    sender: str = _opt("warning@bureau.example", pattern=r"[^\s,<&]{1,200}")
+
+
+@dataclass(frozen=True)
 class UiSettings:
     language: str = _opt("zh-CN", choices=("zh-CN", "en"))
 
@@ -206,6 +213,7 @@ def _audiences(value: object, where: str) -> tuple[AudienceSettings, ...]:
 @dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
+    bureau: BureauSettings = field(default_factory=BureauSettings)
     ui: UiSettings = field(default_factory=UiSettings)
     data: DataSettings = field(default_factory=DataSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)

@@ -219,3 +219,59 @@ def test_speaker_sim_plays_what_serve_sends(embedded_cli: Cli) -> None:
     assert _status(embedded_cli, alert_id)["deliveries"]["speaker"] == {"sent": 2}
     assert embedded_cli.stop(sim) == 0
     assert embedded_cli.stop(serve) == 0
+
+
+def test_cap_in_and_out_over_http(embedded_cli: Cli) -> None:
+    """POST CAP XML issues an alert; its CAP and the public Atom feed are served without a token."""
+    from datetime import UTC, datetime, timedelta
+
+    from warning.cap.emit import emit_cap
+    from warning.model import Alert, Level
+
+    serve = embedded_cli.start("serve", "--sample")
+    embedded_cli.wait_healthy(serve)
+    token = embedded_cli.run("users", "add", "feed", "--role", "operator").stdout.strip()
+    document = emit_cap(
+        Alert(
+            "CMA-HTTP-1",
+            "cma@example.cn",
+            datetime.now(UTC),
+            "暴雨",
+            Level.YELLOW,
+            ("331099102201",),
+            headline="暴雨黄色预警",
+            instruction="注意防范。",
+            expires=datetime.now(UTC) + timedelta(hours=2),
+        ),
+        sender="cma@example.cn",
+        sender_name="气象台",
+        villages=[],
+    )
+    request = urllib.request.Request(
+        embedded_cli.base_url + "/api/v1/alerts",
+        data=document,
+        method="POST",
+        headers={"Content-Type": "application/cap+xml", "Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        created = json.loads(response.read())
+        assert response.status == 201
+    assert (
+        created["id"] == "CMA-HTTP-1" and created["cap_action"] == "issued" and created["level"] == "yellow"
+    )
+    status, cap = embedded_cli.get("/api/v1/alerts/CMA-HTTP-1/cap")
+    assert status == 200 and "<identifier>CMA-HTTP-1</identifier>" in cap and "zh-CN" in cap
+    status, feed = embedded_cli.get("/feeds/alerts.atom")
+    assert status == 200 and "/api/v1/alerts/CMA-HTTP-1/cap" in feed and "application/cap+xml" in feed
+    bad = urllib.request.Request(
+        embedded_cli.base_url + "/api/v1/alerts",
+        data=b"<alert>nope</alert>",
+        method="POST",
+        headers={"Content-Type": "application/cap+xml", "Authorization": f"Bearer {token}"},
+    )
+    try:
+        urllib.request.urlopen(bad, timeout=10)
+        raise AssertionError("invalid CAP was accepted")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 400 and json.loads(exc.read())["error"]["code"] == "invalid_cap"
+    assert embedded_cli.stop(serve) == 0

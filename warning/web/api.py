@@ -6,16 +6,17 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from warning.audiences import DEFAULT_AUDIENCES
 from warning.broadcast import AlertRequest, Broadcaster, counts_json, parse_levels
-from warning.errors import AlertError, AlertNotFound, FieldError, UsageError
+from warning.cap.atom import atom_feed
+from warning.errors import AlertError, AlertNotFound, CapError, FieldError, UsageError
 from warning.i18n import t
-from warning.model import Alert
+from warning.model import Alert, AlertState, AlertStatus
 from warning.users import User, Users
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,9 @@ def auth_middleware(users: web.AppKey[Users]) -> Any:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         user = await request.app[users].authenticate(token.strip()) if scheme.lower() == "bearer" else None
-        if user is None:
+        # The CAP of a public alert is public: the Atom feed links it for anyone to fetch.
+        public_cap = request.method == "GET" and request.path.endswith("/cap")
+        if user is None and not public_cap:
             return error(
                 401,
                 "unauthorized",
@@ -122,9 +125,11 @@ def auth_middleware(users: web.AppKey[Users]) -> Any:
                     "(create one with `warning users add`)",
                 ),
             )
-        request["user"] = user
+        request["user"] = user  # None only on the public CAP route
         try:
             return await handler(request)
+        except CapError as exc:
+            return error(400, "invalid_cap", str(exc), exc.element)
         except FieldError as exc:
             return error(400, "invalid", str(exc), exc.field)
         except UsageError as exc:
@@ -156,27 +161,38 @@ def _require(request: web.Request, action: str) -> User:
     return user
 
 
+def _public(alert: Alert) -> bool:
+    return alert.state is AlertState.ISSUED and alert.status is AlertStatus.ACTUAL
+
+
+def _in_background(app: web.Application, tasks: web.AppKey[set[asyncio.Task[Any]]], work: Any) -> None:
+    """Run a fan-out after the response; the app waits for it on shutdown, and a crash is resumed anyway."""
+    task = asyncio.create_task(work)
+    app[tasks].add(task)
+    task.add_done_callback(app[tasks].discard)
+
+
 def api_routes(
     broadcaster: web.AppKey[Broadcaster], background: web.AppKey[set[asyncio.Task[Any]]]
 ) -> list[web.RouteDef]:
     async def create_alert(request: web.Request) -> web.Response:
         """Issue an alert: validated, rendered and saved before 201; recipients are queued in the background."""
         user = _require(request, "issue")
-        if request.content_type in ("application/cap+xml", "application/xml"):
-            return error(
-                415,
-                "unsupported",
-                t("CAP 1.2 导入尚未实现，请用 JSON", "CAP 1.2 input is not implemented yet; send JSON"),
+        service = request.app[broadcaster]
+        if request.content_type in ("application/cap+xml", "application/xml", "text/xml"):
+            outcome = await service.ingest_cap(await request.read(), actor=user.name, role=user.role.value)
+            if outcome.action == "issued":
+                _in_background(request.app, background, service.fan_out(outcome.alert))
+            status = 201 if outcome.action in ("issued", "draft") else 200
+            return web.json_response(
+                alert_json(outcome.alert) | {"cap_action": outcome.action}, status=status
             )
         try:
             body = await request.json()
         except json.JSONDecodeError as exc:
             return error(400, "invalid_json", t("JSON 无效：{e}", "invalid JSON: {e}", e=exc))
-        service = request.app[broadcaster]
         alert = await service.prepare(_request_from_json(body), actor=user.name, role=user.role.value)
-        task = asyncio.create_task(service.fan_out(alert))
-        request.app[background].add(task)
-        task.add_done_callback(request.app[background].discard)
+        _in_background(request.app, background, service.fan_out(alert))
         return web.json_response(alert_json(alert), status=201)
 
     async def list_alerts(request: web.Request) -> web.Response:
@@ -201,6 +217,27 @@ def api_routes(
         )
         return web.json_response(alert_json(alert))
 
+    async def alert_cap(request: web.Request) -> web.Response:
+        """The alert as CAP 1.2 XML; without a token only issued, non-exercise alerts are visible."""
+        service = request.app[broadcaster]
+        alert = await service.alerts.get(request.match_info["id"])
+        if request["user"] is None and not _public(alert):
+            raise AlertNotFound(t("没有编号为 {id} 的公开预警", "no public alert with id {id}", id=alert.id))
+        body = await service.cap_document(alert)
+        return web.Response(body=body, content_type="application/cap+xml", charset="utf-8")
+
+    async def atom(request: web.Request) -> web.Response:
+        """Public Atom index of issued, non-exercise alerts, each linking its CAP document."""
+        service = request.app[broadcaster]
+        public = [a for a in await service.alerts.recent(limit=100) if _public(a)]
+        body = atom_feed(
+            public,
+            base_url=service.settings.server.base_url,
+            title=t("预警信息", "Warnings"),
+            updated=max((a.sent for a in public), default=datetime.now(UTC)),
+        )
+        return web.Response(body=body, content_type="application/atom+xml", charset="utf-8")
+
     async def cancel_alert(request: web.Request) -> web.Response:
         user = _require(request, "cancel")
         alert = await request.app[broadcaster].cancel(
@@ -214,4 +251,6 @@ def api_routes(
         web.get("/api/v1/alerts/{id}", get_alert),
         web.post("/api/v1/alerts/{id}/cancel", cancel_alert),
         web.post("/api/v1/alerts/{id}/update", update_alert),
+        web.get("/api/v1/alerts/{id}/cap", alert_cap),
+        web.get("/feeds/alerts.atom", atom),
     ]
