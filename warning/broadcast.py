@@ -11,7 +11,7 @@ from typing import Any
 
 from warning.alerts import AlertStore, new_alert_id
 from warning.audiences import DEFAULT_AUDIENCES, Audience, Members, catalogue, select
-from warning.cap import parse_cap
+from warning.cap import CapAlert, parse_cap
 from warning.cap.emit import cap_identifier, cap_time, emit_cap
 from warning.cap.mapping import MappedAlert, map_cap
 from warning.config import Settings
@@ -331,7 +331,23 @@ class Broadcaster:
             AlertNotFound: an Update or Cancel references no alert of ours.
             UsageError: the references are ambiguous, or the message cannot become an alert.
         """
-        cap = parse_cap(data)
+        return await self.act_on_cap(parse_cap(data), actor=actor, role=role)
+
+    async def act_on_cap(
+        self,
+        cap: CapAlert,
+        *,
+        draft_only: bool = False,
+        audiences: tuple[str, ...] = (),
+        actor: str = "cli",
+        role: str = "operator",
+    ) -> CapOutcome:
+        """Act on a parsed CAP message (see `ingest_cap`); `draft_only` keeps a new alert as a draft for
+        an operator to approve (feed rules that may not issue on their own); `audiences` overrides ours.
+
+        Raises:
+            CapError, AlertNotFound, UsageError: as `ingest_cap`.
+        """
         mapped = await map_cap(cap, self.directory)
         if mapped.msg_type in ("Update", "Cancel"):
             target = await self._referenced(mapped.references)
@@ -341,10 +357,13 @@ class Broadcaster:
                 target.id, self._request(mapped), actor=actor, role=role, references=mapped.references
             )
             return CapOutcome("updated", alert)
-        if mapped.status not in (AlertStatus.ACTUAL, AlertStatus.EXERCISE):
-            draft = await self._save_draft(self._request(mapped), mapped.status, actor=actor, role=role)
+        request = self._request(mapped)
+        if audiences:
+            request = replace(request, audiences=audiences)
+        if draft_only or mapped.status not in (AlertStatus.ACTUAL, AlertStatus.EXERCISE):
+            draft = await self._save_draft(request, mapped.status, actor=actor, role=role)
             return CapOutcome("draft", draft)
-        alert = await self.prepare(self._request(mapped), actor=actor, role=role)
+        alert = await self.prepare(request, actor=actor, role=role)
         return CapOutcome("issued", alert)
 
     def _request(self, mapped: MappedAlert) -> AlertRequest:

@@ -109,6 +109,12 @@ def add_parsers(commands: Any) -> None:
     add.add_argument("name")
     add.add_argument("--role", required=True, help="viewer | operator | approver | admin")
 
+    feeds = commands.add_parser("feeds", help=t("预警源（CAP/Atom/RSS）", "warning feeds (CAP/Atom/RSS)"))
+    feeds_commands = feeds.add_subparsers(dest="feeds_command", required=True, parser_class=type(feeds))
+    feeds_commands.add_parser(
+        "poll", help=t("立即轮询所有配置的预警源一次", "poll every configured feed once")
+    )
+
     sim = commands.add_parser("speaker-sim", help=t("模拟村村响大喇叭", "simulated loudspeakers"))
     sim.add_argument(
         "--count",
@@ -375,6 +381,47 @@ async def _speaker_sim(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _feeds(settings: Settings, args: argparse.Namespace) -> int:
+    from warning.scheduler import feed_poller, poll_feed
+
+    if not settings.feeds:
+        raise UsageError(
+            t(
+                "没有配置预警源：在配置文件里加 [[feeds]]（见 config/warning.example.toml）",
+                "no feed configured: add [[feeds]] to the config file (see config/warning.example.toml)",
+            )
+        )
+    rows = []
+    async with open_store(settings.redis, settings.data.dir) as store:
+        poller = feed_poller(store, Broadcaster(store, settings))
+        for feed in settings.feeds:
+            for outcome in await poll_feed(poller, feed):
+                rows.append(
+                    [
+                        feed.name,
+                        outcome.entry_id or "-",
+                        outcome.decision,
+                        outcome.alert_id or "-",
+                        outcome.reason,
+                    ]
+                )
+    print(
+        render(
+            [
+                t("预警源", "feed"),
+                t("条目", "entry"),
+                t("处理", "decision"),
+                t("预警", "alert"),
+                t("原因", "reason"),
+            ],
+            rows,
+        )
+        if rows
+        else t("预警源中没有条目。", "the feeds have no entries.")
+    )
+    return 0
+
+
 COMMANDS = {
     "issue": _issue,
     "cancel": _cancel,
@@ -383,6 +430,7 @@ COMMANDS = {
     "deadletters": _deadletters,
     "users": _users,
     "speaker-sim": _speaker_sim,
+    "feeds": _feeds,
 }
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from warning.errors import ConfigError
+from warning.feeds.settings import FeedSettings, parse_feeds
 from warning.i18n import t
 
 ENV_PREFIX = "WARNING_"
@@ -227,6 +228,7 @@ class Settings:
     templates: TemplatesSettings = field(default_factory=TemplatesSettings)
     log: LogSettings = field(default_factory=LogSettings)
     audiences: tuple[AudienceSettings, ...] = ()
+    feeds: tuple[FeedSettings, ...] = ()
     # Where each `section.key` came from: "default", the file's path, or "env WARNING_…".
     origin: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     path: Path | None = field(default=None, compare=False)
@@ -235,7 +237,7 @@ class Settings:
 _SECTIONS: dict[str, type[Any]] = {
     f.name: typing.get_type_hints(Settings)[f.name]
     for f in dataclasses.fields(Settings)
-    if f.name not in ("origin", "path", "audiences")
+    if f.name not in ("origin", "path", "audiences", "feeds")
 }
 
 
@@ -378,12 +380,16 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     config_path = _config_path(path, env)
     raw: dict[str, dict[str, tuple[object, str]]] = {name: {} for name in _SECTIONS}
     audiences: tuple[AudienceSettings, ...] = ()
+    feeds: tuple[FeedSettings, ...] = ()
 
     if config_path is not None:
         where = str(config_path)
         for section, table in _read_file(config_path).items():
             if section == "audiences":
                 audiences = _audiences(table, where)
+                continue
+            if section == "feeds":
+                feeds = parse_feeds(table, where)
                 continue
             if section not in _SECTIONS or not isinstance(table, dict):
                 raise ConfigError(
@@ -452,7 +458,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             else:
                 origin[name] = "default"
         sections[section] = cls(**values)
-    return Settings(**sections, audiences=audiences, origin=origin, path=config_path)
+    return Settings(**sections, audiences=audiences, feeds=feeds, origin=origin, path=config_path)
 
 
 def language_hint(environ: Mapping[str, str] | None = None) -> str:

@@ -28,12 +28,11 @@ from warning.sandbox.twilio import (
     TwilioSandbox,
     run_twilio_sandbox,
 )
+from warning.scheduler import run_scheduler
 from warning.store import Store
 from warning.worker import ChannelWorker
 
 log = logging.getLogger(__name__)
-
-HOUSEKEEPING_INTERVAL = 5.0
 
 
 def channel_names(settings: Settings, wanted: str | None = None) -> list[str]:
@@ -110,8 +109,8 @@ async def run_engine(
                         _worker(settings, store, broadcaster, channel).run(stop), name=f"worker-{name}"
                     )
                 )
-            tasks.append(asyncio.create_task(_housekeeping(broadcaster, stop), name="housekeeping"))
-            yield Engine(broadcaster, started, twilio, sandbox)
+            async with run_scheduler(store, broadcaster, settings.feeds):
+                yield Engine(broadcaster, started, twilio, sandbox)
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -134,26 +133,3 @@ def _worker(settings: Settings, store: Store, broadcaster: Broadcaster, channel:
         settings=settings.worker,
         repeat=settings.speaker.repeat,
     )
-
-
-async def _housekeeping(broadcaster: Broadcaster, stop: asyncio.Event) -> None:
-    """Resume fan-outs a crashed process left half done, and expire alerts past `expires`.
-
-    Under a Redis lock, so one process acts at a time; both jobs are idempotent anyway.
-    """
-    redis = broadcaster.deliveries.redis
-    lock_key = broadcaster.deliveries.keys.key("lock", "housekeeping")
-    while not stop.is_set():
-        try:
-            if await redis.set(lock_key, "1", nx=True, px=int(HOUSEKEEPING_INTERVAL * 2000)):
-                try:
-                    await broadcaster.resume_fanouts()
-                    await broadcaster.expire_due()
-                finally:
-                    await redis.delete(lock_key)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("housekeeping failed; retrying")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), HOUSEKEEPING_INTERVAL)

@@ -10,6 +10,7 @@
     ├── StoreError                    Redis is unreachable, misconfigured or refused to start
     │   └── VolatileStoreError        Redis keeps nothing on disk and `redis.allow_volatile` is off
     ├── BrokerError                   the MQTT broker is unreachable or refused to start
+    ├── FetchError                    a feed or CAP document was refused or could not be fetched or read (names `url`)
     ├── DeliveryError                 a channel could not deliver (raised by channel adapters only)
     │   ├── TransientDeliveryError    worth retrying, possibly after `retry_after` seconds
     │   ├── PermanentDeliveryError    never retry (bad number, unsubscribed, …)
@@ -76,6 +77,14 @@ class VolatileStoreError(StoreError):
 
 class BrokerError(WarningError):
     """The MQTT broker is unreachable or the embedded broker failed to start."""
+
+
+class FetchError(WarningError):
+    """A feed or CAP document was refused (scheme, host, address, redirect, size, time) or could not be read."""
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class DeliveryError(WarningError):

@@ -1,0 +1,130 @@
+"""Periodic jobs on apscheduler, each under a Redis lock so exactly one scheduler acts at a time.
+
+Jobs: housekeeping (resume fan-outs a crashed process left half done, expire alerts past `expires`)
+and one poll per configured feed. Any number of `warning serve` / `warning worker` processes may run
+the scheduler; the lock makes the others skip that round.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from warning.broadcast import Broadcaster
+from warning.cap import CapAlert
+from warning.feeds.poll import FeedPoller, PollOutcome
+from warning.feeds.settings import Action, FeedRule, FeedSettings
+from warning.store import Store
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_SECONDS = 5.0
+
+# Release the lock only if we still hold it (it may have expired and been taken by another process).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def locked(
+    store: Store, name: str, ttl: float, job: Callable[[], Awaitable[object]]
+) -> Callable[[], Awaitable[None]]:
+    """`job` wrapped so it runs only in the process that takes the Redis lock `lock:{name}` this round."""
+    key = store.keys.key("lock", name)
+    release = store.redis.register_script(_RELEASE)
+
+    async def run() -> None:
+        token = uuid.uuid4().hex
+        if not await store.redis.set(key, token, nx=True, px=int(ttl * 1000)):
+            return
+        try:
+            await job()
+        except Exception:
+            log.exception("scheduled job %s failed; it runs again next round", name)
+        finally:
+            await release(keys=[key], args=[token])
+
+    return run
+
+
+def feed_poller(store: Store, broadcaster: Broadcaster) -> FeedPoller:
+    """A poller whose matches become drafts or issued alerts through the alert service."""
+
+    async def on_match(cap: CapAlert, rule: FeedRule, action: Action) -> str:
+        outcome = await broadcaster.act_on_cap(
+            cap, draft_only=action == "draft", audiences=rule.audiences, actor="feed", role="scheduler"
+        )
+        if outcome.action == "issued":
+            await broadcaster.fan_out(outcome.alert)
+        return outcome.alert.id
+
+    return FeedPoller(store, on_match)
+
+
+async def poll_feed(poller: FeedPoller, feed: FeedSettings) -> list[PollOutcome]:
+    outcomes = await poller.poll_once(feed)
+    for outcome in outcomes:
+        if outcome.decision not in ("duplicate",):
+            log.info(
+                "feed entry decided",
+                extra={
+                    "feed": feed.name,
+                    "entry": outcome.entry_id,
+                    "decision": outcome.decision,
+                    "reason": outcome.reason,
+                    "alert": outcome.alert_id,
+                },
+            )
+    return outcomes
+
+
+def _poll_job(poller: FeedPoller, feed: FeedSettings) -> Callable[[], Awaitable[list[PollOutcome]]]:
+    async def job() -> list[PollOutcome]:
+        return await poll_feed(poller, feed)
+
+    return job
+
+
+@asynccontextmanager
+async def run_scheduler(
+    store: Store, broadcaster: Broadcaster, feeds: tuple[FeedSettings, ...]
+) -> AsyncIterator[None]:
+    """Start the periodic jobs for the duration of the block."""
+
+    async def housekeeping() -> None:
+        await broadcaster.resume_fanouts()
+        await broadcaster.expire_due()
+
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    now = datetime.now(UTC)
+    scheduler.add_job(
+        locked(store, "housekeeping", HOUSEKEEPING_SECONDS * 2, housekeeping),
+        "interval",
+        seconds=HOUSEKEEPING_SECONDS,
+        next_run_time=now,
+        max_instances=1,
+        coalesce=True,
+    )
+    poller = feed_poller(store, broadcaster)
+    for feed in feeds:
+        # The lock outlives a slow poll's timeouts, so two schedulers never poll one feed at once.
+        ttl = max(feed.interval, feed.timeout * 10)
+        scheduler.add_job(
+            locked(store, f"feed:{feed.name}", ttl, _poll_job(poller, feed)),
+            "interval",
+            seconds=feed.interval,
+            next_run_time=now,
+            max_instances=1,
+            coalesce=True,
+        )
+    scheduler.start()
+    try:
+        yield
+    finally:
+        scheduler.shutdown(wait=False)
