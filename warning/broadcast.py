@@ -400,6 +400,50 @@ class Broadcaster:
             references=alert.references,
         )
 
+    async def approve(
+        self, alert_id: str, *, actor: str = "cli", role: str = "approver", progress: Progress | None = None
+    ) -> tuple[Alert, FanoutReport]:
+        """Issue a draft (e.g. one a feed rule drafted): render, mark issued, and queue every delivery.
+
+        Raises:
+            AlertNotFound: unknown id.
+            AlertError: not a draft, or a CAP Test/Draft/System message (those never reach the public).
+        """
+        draft = await self.alerts.get(alert_id)
+        if draft.state is not AlertState.DRAFT:
+            raise AlertError(
+                t(
+                    "预警 {id} 是 {s} 状态，只有草稿可以批准",
+                    "alert {id} is {s}; only drafts can be approved",
+                    id=draft.id,
+                    s=draft.state.value,
+                )
+            )
+        if draft.status not in (AlertStatus.ACTUAL, AlertStatus.EXERCISE):
+            raise AlertError(
+                t(
+                    "预警 {id} 是 CAP {st} 消息，不能向公众发布",
+                    "alert {id} is a CAP {st} message and never goes to the public",
+                    id=draft.id,
+                    st=draft.status.value,
+                )
+            )
+        audiences = select(draft.audiences, self.audiences)
+        texts = await render_all(
+            draft,
+            audiences,
+            self.renderer,
+            area_names=await self._area_names(draft),
+            max_segments=self.settings.sms.max_segments,
+        )
+        await self.texts.store(draft, texts)
+        await self.deliveries.redis.zadd(
+            pending_key(self.deliveries.keys), {f"{draft.id}:{draft.version}:play": time.time()}
+        )
+        alert = await self.alerts.set_state(draft, AlertState.ISSUED)
+        await self.alerts.audit(actor=actor, role=role, action="approve", obj=alert.id, result="ok")
+        return alert, await self.fan_out(alert, progress=progress)
+
     async def _referenced(self, references: tuple[str, ...]) -> Alert:
         """The one alert of ours that the references name; refuses to guess."""
         found: dict[str, Alert] = {}

@@ -87,6 +87,9 @@ def add_parsers(commands: Any) -> None:
         "--wait", action="store_true", help=t("等待发送完成并显示进度", "wait until sent, with progress")
     )
 
+    approve = commands.add_parser("approve", help=t("批准草稿并发布", "approve a draft and issue it"))
+    approve.add_argument("id")
+
     cancel = commands.add_parser("cancel", help=t("撤销预警（停止发送，大喇叭停播）", "cancel a warning"))
     cancel.add_argument("id")
 
@@ -235,6 +238,21 @@ async def _issue(settings: Settings, args: argparse.Namespace) -> int:
         print(t("已排队：{q}", "queued: {q}", q=queued or "0"), file=sys.stderr)
         if args.wait:
             print_counts(await wait_for_deliveries(service, store, alert))
+    return 0
+
+
+async def _approve(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_store(settings.redis, settings.data.dir) as store:
+        alert, report = await Broadcaster(store, settings).approve(args.id)
+    queued = ", ".join(f"{k} {v:,}" for k, v in report.queued.items())
+    print(
+        t(
+            "已批准并发布 {id}；已排队：{q}",
+            "approved and issued {id}; queued: {q}",
+            id=alert.id,
+            q=queued or "0",
+        )
+    )
     return 0
 
 
@@ -424,6 +442,7 @@ async def _feeds(settings: Settings, args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "issue": _issue,
+    "approve": _approve,
     "cancel": _cancel,
     "status": _status,
     "worker": _worker,

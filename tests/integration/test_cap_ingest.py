@@ -127,3 +127,18 @@ def replace_identifier(document: bytes, identifier: str) -> bytes:
     from xml.etree import ElementTree as PlainTree  # serialising a tree we parsed safely above
 
     return PlainTree.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+async def test_feed_draft_is_approved_with_one_action(service: Broadcaster) -> None:
+    """A draft (as a feed rule with action=draft makes) queues nothing until approved, then everything."""
+    from warning.cap import parse_cap as parse
+
+    outcome = await service.act_on_cap(parse(_cap("D-1")), draft_only=True)
+    assert outcome.action == "draft" and outcome.alert.state is AlertState.DRAFT
+    _, counts = await service.status("D-1")
+    assert all(not c.counts for c in counts.values())
+    approved, report = await service.approve("D-1", actor="领导")
+    assert approved.state is AlertState.ISSUED and sum(report.queued.values()) > 0
+    test_draft = await service.ingest_cap(_cap("T-2", status=AlertStatus.TEST))
+    with pytest.raises(Exception, match="Test"):
+        await service.approve(test_draft.alert.id)

@@ -238,6 +238,13 @@ def api_routes(
         )
         return web.Response(body=body, content_type="application/atom+xml", charset="utf-8")
 
+    async def approve_alert(request: web.Request) -> web.Response:
+        """Issue a draft (two-person rule: an approver, not the operator who drafted it, approves)."""
+        user = _require(request, "approve")
+        service = request.app[broadcaster]
+        alert, _ = await service.approve(request.match_info["id"], actor=user.name, role=user.role.value)
+        return web.json_response(alert_json(alert))
+
     async def cancel_alert(request: web.Request) -> web.Response:
         user = _require(request, "cancel")
         alert = await request.app[broadcaster].cancel(
@@ -251,6 +258,7 @@ def api_routes(
         web.get("/api/v1/alerts/{id}", get_alert),
         web.post("/api/v1/alerts/{id}/cancel", cancel_alert),
         web.post("/api/v1/alerts/{id}/update", update_alert),
+        web.post("/api/v1/alerts/{id}/approve", approve_alert),
         web.get("/api/v1/alerts/{id}/cap", alert_cap),
         web.get("/feeds/alerts.atom", atom),
     ]
