@@ -428,6 +428,15 @@ class Broadcaster:
                     st=draft.status.value,
                 )
             )
+        drafted_by = {e["actor"] for e in await self.alerts.audit_log(draft.id) if e["action"] == "draft"}
+        if actor in drafted_by and actor != "cli":
+            raise AlertError(
+                t(
+                    "两人规则：起草人 {a} 不能批准自己的草稿",
+                    "two-person rule: {a} drafted this alert and cannot approve it too",
+                    a=actor,
+                )
+            )
         audiences = select(draft.audiences, self.audiences)
         texts = await render_all(
             draft,

@@ -142,3 +142,15 @@ async def test_feed_draft_is_approved_with_one_action(service: Broadcaster) -> N
     test_draft = await service.ingest_cap(_cap("T-2", status=AlertStatus.TEST))
     with pytest.raises(Exception, match="Test"):
         await service.approve(test_draft.alert.id)
+
+
+async def test_two_person_rule(service: Broadcaster) -> None:
+    """Whoever drafted an alert cannot also approve it."""
+    from warning.cap import parse_cap as parse
+    from warning.errors import AlertError
+
+    await service.act_on_cap(parse(_cap("D-2")), draft_only=True, actor="值班员小王")
+    with pytest.raises(AlertError, match="小王"):
+        await service.approve("D-2", actor="值班员小王")
+    approved, _ = await service.approve("D-2", actor="局长")
+    assert approved.state is AlertState.ISSUED
