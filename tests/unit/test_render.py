@@ -112,7 +112,7 @@ def test_time_budget_stops_runaway_templates(tmp_path: Path, source: str) -> Non
     started = time.monotonic()
     with pytest.raises(RenderError, match=r"0\.2|time|预算|失败|failed"):
         render_source(tmp_path, source, render_timeout=0.2)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3.0  # hours without the budget; generous for a loaded machine
 
 
 def test_time_budget_message_names_template_and_budget(tmp_path: Path) -> None:
@@ -156,7 +156,7 @@ def test_size_bombs_are_refused_before_they_allocate(tmp_path: Path, source: str
     started = time.monotonic()
     with pytest.raises(RenderError):
         render_source(tmp_path, source, render_timeout=5.0)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0  # under the 5 s budget: refused, not computed
 
 
 def test_ordinary_numbers_and_filters_still_work(tmp_path: Path) -> None:
