@@ -120,3 +120,25 @@ def namespace(servers: Servers) -> Iterator[str]:
     name = new_namespace()
     yield name
     _drop_namespace(servers.redis_url, name)
+
+
+def find_samples_dir() -> Path | None:
+    """The shared CAP corpus: `shared/cap-samples` beside the repository (as CI lays it) or in any ancestor."""
+    for ancestor in Path(__file__).resolve().parents:
+        candidate = ancestor / "shared" / "cap-samples"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    """The CAP corpus folder; the CAP tests fail (never skip) without it."""
+    found = find_samples_dir()
+    if found is None:
+        pytest.fail(
+            "shared/cap-samples not found in any ancestor of tests/ (expected ../shared/cap-samples beside the "
+            "repository root); the CAP corpus tests cannot run without it",
+            pytrace=False,
+        )
+    return found

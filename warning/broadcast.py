@@ -171,22 +171,7 @@ class Broadcaster:
                 )
             alert = existing
         else:
-            alert = Alert(
-                id=request.id or new_alert_id(now),
-                sender=request.sender or self.settings.bureau.sender,
-                sent=now,
-                event=request.event.strip(),
-                level=request.level,
-                areas=request.areas,
-                headline=request.headline,
-                description=request.description,
-                instruction=request.instruction,
-                event_code=request.event_code,
-                expires=request.expires,
-                status=AlertStatus.EXERCISE if request.exercise else AlertStatus.ACTUAL,
-                audiences=tuple(a.name for a in audiences),
-                state=AlertState.DRAFT,
-            )
+            alert = self._draft(request, audiences, now)
         names = await self._area_names(alert)
         texts = await render_all(
             alert, audiences, self.renderer, area_names=names, max_segments=self.settings.sms.max_segments
@@ -281,6 +266,32 @@ class Broadcaster:
         )
         await self._settle_pending(previous, CODES["cancelled"])
         return alert, await self.fan_out(alert, progress=progress)
+
+    def _draft(
+        self,
+        request: AlertRequest,
+        audiences: list[Audience],
+        now: datetime,
+        *,
+        status: AlertStatus | None = None,
+    ) -> Alert:
+        """A new alert (state draft) from a request; `status` defaults to Actual, or Exercise for a drill."""
+        return Alert(
+            id=request.id or new_alert_id(now),
+            sender=request.sender or self.settings.bureau.sender,
+            sent=now,
+            event=request.event.strip(),
+            level=request.level,
+            areas=request.areas,
+            headline=request.headline,
+            description=request.description,
+            instruction=request.instruction,
+            event_code=request.event_code,
+            expires=request.expires,
+            status=status or (AlertStatus.EXERCISE if request.exercise else AlertStatus.ACTUAL),
+            audiences=tuple(a.name for a in audiences),
+            state=AlertState.DRAFT,
+        )
 
     async def _area_names(self, alert: Alert) -> list[str]:
         names: list[str] = []
@@ -490,22 +501,7 @@ class Broadcaster:
         existing = await self.alerts.find(request.id) if request.id else None
         if existing is not None:
             return existing
-        draft = Alert(
-            id=request.id or new_alert_id(now),
-            sender=request.sender or self.settings.bureau.sender,
-            sent=now,
-            event=request.event,
-            level=request.level,
-            areas=request.areas,
-            headline=request.headline,
-            description=request.description,
-            instruction=request.instruction,
-            event_code=request.event_code,
-            expires=request.expires,
-            status=status,
-            audiences=tuple(a.name for a in audiences),
-            state=AlertState.DRAFT,
-        )
+        draft = self._draft(request, audiences, now, status=status)
         await self.alerts.save(draft)
         await self.alerts.audit(
             actor=actor,

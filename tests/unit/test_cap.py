@@ -65,27 +65,6 @@ SAMPLES: dict[str, str | None] = {
 }
 
 
-def find_samples_dir() -> Path | None:
-    """The shared `cap-samples` folder: beside the repository (CI) or in any ancestor of this file."""
-    for ancestor in Path(__file__).resolve().parents:
-        candidate = ancestor / "shared" / "cap-samples"
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
-@pytest.fixture(scope="session")
-def samples_dir() -> Path:
-    found = find_samples_dir()
-    if found is None:
-        pytest.fail(
-            "shared/cap-samples not found in any ancestor of tests/unit (expected ../shared/cap-samples "
-            "beside the repository root); the CAP corpus tests cannot run without it",
-            pytrace=False,
-        )
-    return found
-
-
 def sample(samples_dir: Path, name: str) -> bytes:
     return (samples_dir / name).read_bytes()
 

@@ -12,7 +12,7 @@ import defusedxml.ElementTree as SafeET  # type: ignore[import-untyped,unused-ig
 import pytest
 import xmlschema
 
-from tests.unit.test_cap_mapping import CMA_LIGHTNING, VILLAGES, FakeVillages, find_samples_dir
+from tests.unit.test_cap_mapping import CMA_LIGHTNING, VILLAGES, FakeVillages
 from warning.cap import CapError, choose_info, parse_cap
 from warning.cap.atom import CAP_MIME_TYPE, atom_feed
 from warning.cap.emit import emit_cap
@@ -27,11 +27,8 @@ CHINA = timezone(timedelta(hours=8))
 
 
 @pytest.fixture(scope="session")
-def samples() -> Path:
-    found = find_samples_dir()
-    if found is None:
-        pytest.fail("shared/cap-samples not found in any ancestor of tests/unit", pytrace=False)
-    return found
+def samples(samples_dir: Path) -> Path:
+    return samples_dir
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.test_cap import BASE, SAMPLES, find_samples_dir
+from tests.conftest import find_samples_dir
+from tests.unit.test_cap import BASE, SAMPLES
 from warning.cap import CapAlert, CapError, parse_cap
 
 # No example database: the run leaves no .hypothesis folder in the work tree. About 10 s in all.

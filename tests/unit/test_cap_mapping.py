@@ -107,23 +107,6 @@ class FakeVillages:
         return [self.by_code[code] for code in codes if code in self.by_code]
 
 
-def find_samples_dir() -> Path | None:
-    """The shared `cap-samples` folder in any ancestor of this file (the repository's sibling `shared`)."""
-    for ancestor in Path(__file__).resolve().parents:
-        candidate = ancestor / "shared" / "cap-samples"
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
-@pytest.fixture(scope="session")
-def samples_dir() -> Path:
-    found = find_samples_dir()
-    if found is None:
-        pytest.fail("shared/cap-samples not found in any ancestor of tests/unit", pytrace=False)
-    return found
-
-
 def load(samples_dir: Path, name: str) -> CapAlert:
     return parse_cap((samples_dir / name).read_bytes())
 
