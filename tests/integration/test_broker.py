@@ -24,7 +24,7 @@ async def _paho_round_trip(address: BrokerAddress, topic: str) -> bytes:
     client.on_message = lambda c, u, msg: loop.call_soon_threadsafe(
         lambda: received.done() or received.set_result(msg.payload)
     )
-    client.connect(address.host, address.port)
+    await asyncio.to_thread(client.connect, address.host, address.port)
     client.loop_start()
     try:
         await asyncio.wait_for(subscribed.wait(), 10)
@@ -108,13 +108,16 @@ async def test_embedded_broker_sends_retained_only_to_matching_subscriptions() -
         loop = asyncio.get_running_loop()
         retained_seen = asyncio.Event()
         publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="retained-pub")
-        publisher.connect(address.host, address.port)
+        # The broker runs on this event loop: every blocking paho call goes to a thread.
+        await asyncio.to_thread(publisher.connect, address.host, address.port)
         publisher.loop_start()
-        publisher.publish("w/speakers/a/status", b'{"online":true}', qos=1, retain=True).wait_for_publish(5)
+        info = publisher.publish("w/speakers/a/status", b'{"online":true}', qos=1, retain=True)
+        await asyncio.to_thread(info.wait_for_publish, 10)
+        assert info.is_published()
         # Someone subscribes with a wildcard that matches the retained status …
         watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="retained-watch")
         watcher.on_message = lambda c, u, m: loop.call_soon_threadsafe(retained_seen.set)
-        watcher.connect(address.host, address.port)
+        await asyncio.to_thread(watcher.connect, address.host, address.port)
         watcher.subscribe("w/speakers/+/status", qos=1)
         watcher.loop_start()
         await asyncio.wait_for(retained_seen.wait(), 10)
@@ -122,11 +125,11 @@ async def test_embedded_broker_sends_retained_only_to_matching_subscriptions() -
         got: list[str] = []
         device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="retained-dev")
         device.on_message = lambda c, u, m: got.append(m.topic)
-        device.connect(address.host, address.port)
+        await asyncio.to_thread(device.connect, address.host, address.port)
         device.subscribe("w/speakers/b/cmd", qos=1)
         device.loop_start()
         await asyncio.sleep(1.0)
         for client in (publisher, watcher, device):
             client.disconnect()
-            client.loop_stop()
+            await asyncio.to_thread(client.loop_stop)
         assert got == []
