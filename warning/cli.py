@@ -65,7 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lang", choices=("zh-CN", "en"), help=t("界面语言", "interface language"))
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    serve = commands.add_parser("serve", help=t("启动服务（API、网页、工作进程、调度）", "run the service"))
+    serve = commands.add_parser(
+        "serve",
+        help=t("启动服务（API、发送工作进程、定时任务）", "run the service (API, workers, scheduled jobs)"),
+    )
     serve.add_argument(
         "--host", help=t("监听地址（默认 server.host）", "listen address (default server.host)")
     )
