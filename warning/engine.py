@@ -12,11 +12,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
 from warning.broadcast import Broadcaster
 from warning.broker import BrokerAddress
 from warning.channels.base import Channel
 from warning.channels.registry import REGISTRY, ChannelContext
+from warning.channels.speaker import AckHandler, delivery_of
 from warning.config import Settings, TwilioSettings
 from warning.errors import UsageError
 from warning.i18n import t
@@ -88,6 +90,23 @@ async def effective_twilio(settings: Settings) -> AsyncIterator[tuple[TwilioSett
         )
 
 
+def playback_recorder(store: Store, broadcaster: Broadcaster) -> AckHandler:
+    """A loudspeaker's `played` ack marks its delivery delivered; `failed` marks it failed (forward only)."""
+
+    async def record(device: str, ack: dict[str, Any]) -> None:
+        code = {"played": "D", "failed": "F"}.get(str(ack.get("status")))
+        key = await delivery_of(store, str(ack.get("cmd_id"))) if code else None
+        if code is None or key is None:
+            return
+        alert_id, version, ledger, recipient = key.split(":", 3)
+        if recipient != f"s:{device}":
+            log.warning("ack from a device for another device's command ignored", extra={"device": device})
+            return
+        await broadcaster.deliveries.move(alert_id, int(version), ledger, [(recipient, code)])
+
+    return record
+
+
 @asynccontextmanager
 async def run_engine(
     settings: Settings, store: Store, broker: BrokerAddress, *, channels: list[str]
@@ -95,7 +114,9 @@ async def run_engine(
     """Start the channels and their workers (and housekeeping); stop them all on exit."""
     broadcaster = Broadcaster(store, settings)
     async with effective_twilio(settings) as (twilio, sandbox):
-        ctx = ChannelContext(settings, store, broker, twilio)
+        ctx = ChannelContext(
+            settings, store, broker, twilio, on_speaker_ack=playback_recorder(store, broadcaster)
+        )
         started: dict[str, Channel] = {}
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []

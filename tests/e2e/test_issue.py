@@ -216,7 +216,11 @@ def test_speaker_sim_plays_what_serve_sends(embedded_cli: Cli) -> None:
     )
     assert result.returncode == 0, result.stderr
     alert_id = result.stdout.strip().splitlines()[0]
-    assert _status(embedded_cli, alert_id)["deliveries"]["speaker"] == {"sent": 2}
+    deadline = time.monotonic() + 20
+    while (speaker := _status(embedded_cli, alert_id)["deliveries"]["speaker"]) != {"delivered": 2}:
+        # Sent at PUBACK; delivered once each loudspeaker reports it played the warning.
+        assert set(speaker) <= {"sent", "delivered"} and time.monotonic() < deadline, speaker
+        time.sleep(0.2)
     assert embedded_cli.stop(sim) == 0
     assert embedded_cli.stop(serve) == 0
 

@@ -86,11 +86,14 @@ async def test_exact_recipients_once_each(
             counts = await settle(running.broadcaster, alert.id)
             await sandbox.drain()
             for _ in range(100):
-                if sum(sim.played.values()) >= len(county.speakers_in(TOWNSHIP)):
+                _, now = await running.broadcaster.status(alert.id)
+                if now["speaker"].get("delivered") >= len(county.speakers_in(TOWNSHIP)):
                     break
                 await asyncio.sleep(0.05)
     finally:
         await sim.stop()
+    # Each loudspeaker's `played` ack marked its delivery delivered.
+    assert now["speaker"].counts == {"delivered": len(county.speakers_in(TOWNSHIP))}
     expected = county.phones_in(TOWNSHIP)
     sent_to = Counter(m.to for m in sandbox.messages)
     assert set(sent_to) == expected

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from warning.broker import BrokerAddress
 from warning.channels.base import Channel
 from warning.channels.sms import SmsChannel
-from warning.channels.speaker import SpeakerChannel
+from warning.channels.speaker import AckHandler, SpeakerChannel
 from warning.config import Settings, TwilioSettings
 from warning.store import Store
 
@@ -21,6 +21,7 @@ class ChannelContext:
     store: Store
     broker: BrokerAddress
     twilio: TwilioSettings
+    on_speaker_ack: AckHandler | None = None  # playback reports, for the delivery ledger
 
 
 def _sms(ctx: ChannelContext) -> Channel:
@@ -33,7 +34,11 @@ def _sms(ctx: ChannelContext) -> Channel:
 
 def _speaker(ctx: ChannelContext) -> Channel:
     return SpeakerChannel(
-        ctx.broker, ctx.settings.speaker, topic_prefix=ctx.settings.mqtt.topic_prefix, store=ctx.store
+        ctx.broker,
+        ctx.settings.speaker,
+        topic_prefix=ctx.settings.mqtt.topic_prefix,
+        store=ctx.store,
+        on_ack=ctx.on_speaker_ack,
     )
 
 

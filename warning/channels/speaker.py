@@ -85,6 +85,17 @@ def acks_key(store: Store) -> str:
     return store.keys.key("speaker", "acks")
 
 
+def commands_key(store: Store) -> str:
+    """HASH cmd_id → the delivery key it carries, so a device's ack finds its delivery."""
+    return store.keys.key("speaker", "cmds")
+
+
+async def delivery_of(store: Store, cmd_id: str) -> str | None:
+    """The delivery key (`{alert}:{version}:{ledger}:{recipient}`) a command was sent for, if known."""
+    key = await store.redis.hget(commands_key(store), cmd_id)
+    return str(key) if key is not None else None
+
+
 async def speaker_status(store: Store, device_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The last reported status of each device that has reported one: `{online, ts, volume, fault, seen}`.
 
@@ -294,6 +305,8 @@ class SpeakerChannel(BaseChannel):
             raise TransientDeliveryError(t("喇叭通道未启动", "the speaker channel is not started"))
         cmd_id = command_id(message.key)
         payload = _compact(command_payload(message, cmd_id)).encode()
+        # Written before the publish: a device may ack faster than this coroutine resumes.
+        await self.store.redis.hset(commands_key(self.store), cmd_id, message.key)
         async with gate:
             if not connected.is_set():
                 try:
