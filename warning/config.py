@@ -119,6 +119,9 @@ class SpeakerSettings:
     repeat: int = _opt(3, min=1, max=20)  # times a loudspeaker plays a warning
     max_unacked: int = _opt(10000, min=1, max=10000)  # publishes awaiting PUBACK per client
     client_id: str = _opt("warning-service", pattern=r"[A-Za-z0-9_.-]{1,64}")
+    # A command not reported played or failed is published again after this long (same cmd_id, so a
+    # device that did get it only re-reports), until played, failed, cancelled or expired.
+    republish_after: float = _opt(60.0, duration=True, min=0.05, max=3600.0)
 
 
 @dataclass(frozen=True)

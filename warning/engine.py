@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from warning.channels.speaker import AckHandler, delivery_of
 from warning.config import Settings, TwilioSettings
 from warning.errors import UsageError
 from warning.i18n import t
+from warning.playback import Playback
 from warning.ratelimit import RateLimiter
 from warning.sandbox.twilio import (
     SANDBOX_ACCOUNT_SID,
@@ -30,7 +32,7 @@ from warning.sandbox.twilio import (
     TwilioSandbox,
     run_twilio_sandbox,
 )
-from warning.scheduler import run_scheduler
+from warning.scheduler import Job, run_scheduler
 from warning.store import Store
 from warning.worker import ChannelWorker
 
@@ -120,17 +122,31 @@ async def run_engine(
         started: dict[str, Channel] = {}
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
+        playback = Playback(
+            broadcaster.deliveries,
+            broadcaster.alerts,
+            broadcaster.texts,
+            republish_after=settings.speaker.republish_after,
+            repeat=settings.speaker.repeat,
+        )
+        jobs: list[Job] = []
         try:
             for name in channels:
                 channel = REGISTRY[name](ctx)
                 await channel.start()
                 started[name] = channel
-                tasks.append(
-                    asyncio.create_task(
-                        _worker(settings, store, broadcaster, channel).run(stop), name=f"worker-{name}"
+                worker = _worker(settings, store, broadcaster, channel)
+                if name == "speaker":
+                    worker.on_sent = playback.track
+                    jobs.append(
+                        (
+                            "playback",
+                            max(0.05, settings.speaker.republish_after / 2),
+                            functools.partial(playback.republish_due, channel),
+                        )
                     )
-                )
-            async with run_scheduler(store, broadcaster, settings.feeds):
+                tasks.append(asyncio.create_task(worker.run(stop), name=f"worker-{name}"))
+            async with run_scheduler(store, broadcaster, settings.feeds, jobs):
                 yield Engine(broadcaster, started, twilio, sandbox)
         finally:
             stop.set()

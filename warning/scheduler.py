@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
@@ -91,11 +91,14 @@ def _poll_job(poller: FeedPoller, feed: FeedSettings) -> Callable[[], Awaitable[
     return job
 
 
+Job = tuple[str, float, Callable[[], Awaitable[object]]]
+
+
 @asynccontextmanager
 async def run_scheduler(
-    store: Store, broadcaster: Broadcaster, feeds: tuple[FeedSettings, ...]
+    store: Store, broadcaster: Broadcaster, feeds: tuple[FeedSettings, ...], extra: Sequence[Job] = ()
 ) -> AsyncIterator[None]:
-    """Start the periodic jobs for the duration of the block."""
+    """Start the periodic jobs (plus `extra` ones: name, seconds, job) for the duration of the block."""
 
     async def housekeeping() -> None:
         await broadcaster.resume_fanouts()
@@ -111,6 +114,15 @@ async def run_scheduler(
         max_instances=1,
         coalesce=True,
     )
+    for name, seconds, job in extra:
+        scheduler.add_job(
+            locked(store, name, max(seconds * 4, 10.0), job),
+            "interval",
+            seconds=seconds,
+            next_run_time=now,
+            max_instances=1,
+            coalesce=True,
+        )
     poller = feed_poller(store, broadcaster)
     for feed in feeds:
         # The lock outlives a slow poll's timeouts, so two schedulers never poll one feed at once.

@@ -18,7 +18,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -73,6 +73,7 @@ class ChannelWorker:
         settings: WorkerSettings,
         repeat: int = 1,
         consumer: str | None = None,
+        on_sent: Callable[[Batch, Sequence[Recipient]], Awaitable[None]] | None = None,
     ) -> None:
         self.channel = channel
         self.deliveries = deliveries
@@ -81,6 +82,7 @@ class ChannelWorker:
         self.limiter = limiter
         self.settings = settings
         self.repeat = repeat
+        self.on_sent = on_sent  # e.g. the loudspeaker playback loop watches what the broker acknowledged
         self.consumer = consumer or consumer_name()
         self.redis: Redis = deliveries.redis
         self.streams = [deliveries.stream_key(channel.name, True), deliveries.stream_key(channel.name, False)]
@@ -346,6 +348,10 @@ class ChannelWorker:
                 retry_after = max(retry_after, result.retry_after or 0.0)
                 bug = bug or result.unexpected
         await self.deliveries.move(batch.alert_id, batch.version, batch.ledger, moves)
+        if self.on_sent is not None:
+            accepted = [r for r, result in zip(sent, results, strict=True) if result.outcome is Outcome.SENT]
+            if accepted:
+                await self.on_sent(batch, accepted)
         if retry:
             again = batch.with_recipients(
                 retry, attempt=batch.attempt + 1, unexpected=batch.unexpected + int(bug)

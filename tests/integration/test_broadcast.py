@@ -332,3 +332,44 @@ async def test_old_version_pending_is_not_sent_after_an_update(
     old = (await service.deliveries.counts(alert.id, 1, ["sms"]))["sms"]
     assert old.get("sent") == 0 and old.get("cancelled") > 0
     assert all(m.body.startswith("【更新】") for m in sandbox.messages)
+
+
+async def test_offline_speaker_gets_the_command_when_it_comes_back(
+    sample_store: Store,
+    twilio_sandbox: tuple[TwilioSandbox, TwilioSettings],
+    broker: BrokerAddress,
+    county: County,
+) -> None:
+    """A command the broker accepted but an offline device never saw is republished until it is played."""
+    _, twilio = twilio_sandbox
+    settings = engine_settings(sample_store, twilio)
+    settings = replace(settings, speaker=replace(settings.speaker, republish_after=0.3))
+    village = "331099101201"
+    devices = sorted(county.speakers_in(village))
+    late = devices[0]
+    online = SpeakerSimulator(broker, devices[1:], topic_prefix=settings.mqtt.topic_prefix, play_seconds=0.01)
+    await online.start()
+    returned: SpeakerSimulator | None = None
+    try:
+        async with engine(settings, sample_store, broker, channels=("speaker",)) as running:
+            alert, _ = await running.broadcaster.issue(orange(area=village, audiences=("speakers",)))
+            await settle(running.broadcaster, alert.id, channels=("speaker",))
+            state = await running.broadcaster.deliveries.state(alert.id, 1, "speaker", f"s:{late}")
+            assert state == "sent", "the broker took it, but nobody has played it yet"
+            await asyncio.sleep(1.0)  # republished meanwhile into the void: the device is still offline
+            returned = SpeakerSimulator(
+                broker, [late], topic_prefix=settings.mqtt.topic_prefix, play_seconds=0.01
+            )
+            await returned.start()
+            for _ in range(100):
+                state = await running.broadcaster.deliveries.state(alert.id, 1, "speaker", f"s:{late}")
+                if state == "delivered":
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        await online.stop()
+        if returned is not None:
+            await returned.stop()
+    assert state == "delivered"
+    assert returned is not None and returned.played[late] == 1
+    assert all(online.played[d] == 1 for d in devices[1:]), "devices that played once never play again"

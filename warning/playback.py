@@ -1,0 +1,99 @@
+"""The loudspeaker playback loop: a command is published again until its device reports it played or
+failed, the alert is cancelled (or updated), or it expires — so a broker that lost it, or a device that
+was offline, still gets it. The command id is derived from the delivery, so devices never play twice.
+
+    speaker:unacked   ZSET  [delivery key, audience] as JSON → when to publish again
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from warning.alerts import AlertStore
+from warning.channels.base import Channel, Message, Outcome
+from warning.deliveries import Batch, Deliveries, Recipient
+from warning.fanout import Texts
+from warning.model import AlertState
+
+log = logging.getLogger(__name__)
+
+_OPEN = ("sent", "ambiguous")  # published, not yet reported played or failed
+
+
+class Playback:
+    def __init__(
+        self, deliveries: Deliveries, alerts: AlertStore, texts: Texts, *, republish_after: float, repeat: int
+    ) -> None:
+        self.deliveries = deliveries
+        self.alerts = alerts
+        self.texts = texts
+        self.republish_after = republish_after
+        self.repeat = repeat
+        self.key = deliveries.keys.key("speaker", "unacked")
+
+    async def track(self, batch: Batch, sent: Sequence[Recipient]) -> None:
+        """Commands just acknowledged by the broker (PUBACK): watch them until the devices report."""
+        due = time.time() + self.republish_after
+        members = {
+            json.dumps([f"{batch.alert_id}:{batch.version}:{batch.ledger}:{r.id}", batch.audience]): due
+            for r in sent
+        }
+        if members:
+            await self.deliveries.redis.zadd(self.key, members)
+
+    async def republish_due(self, channel: Channel, limit: int = 500) -> int:
+        """Publish again every watched command that is due and still open; returns how many went out."""
+        now = time.time()
+        due = await self.deliveries.redis.zrangebyscore(self.key, "-inf", now, start=0, num=limit)
+        republished = 0
+        for member in map(str, due):
+            key, audience = json.loads(member)
+            message = await self._message(key, audience)
+            if message is None:
+                await self.deliveries.redis.zrem(self.key, member)
+                continue
+            [result] = await channel.send([message])
+            if result.outcome is Outcome.EXPIRED:
+                await self.deliveries.redis.zrem(self.key, member)
+                continue
+            await self.deliveries.redis.zadd(self.key, {member: now + self.republish_after})
+            if result.outcome is Outcome.SENT:
+                republished += 1
+        if republished:
+            log.info("loudspeaker commands republished", extra={"count": republished})
+        return republished
+
+    async def _message(self, key: str, audience: str) -> Message | None:
+        """The command to publish again, or None when it needs no more publishing."""
+        alert_id, version, ledger, recipient = key.split(":", 3)
+        if await self.deliveries.state(alert_id, int(version), ledger, recipient) not in _OPEN:
+            return None  # played, failed, cancelled, expired
+        alert = await self.alerts.find(alert_id)
+        channel, _, action = ledger.partition(".")
+        action = action or "play"
+        if alert is None or alert.expired_at(datetime.now(UTC)):
+            return None
+        if action == "play" and (alert.state is not AlertState.ISSUED or alert.version != int(version)):
+            return None  # cancelled or superseded: a `stop` (or the new version) is on its way instead
+        text = (
+            ""
+            if action != "play"
+            else await self.texts.get(alert_id, int(version), audience, channel, "zh-CN")
+        )
+        return Message(
+            key=key,
+            recipient=recipient,
+            address=recipient.removeprefix("s:"),
+            text=text,
+            alert_id=alert_id,
+            version=int(version),
+            level=alert.level,
+            exercise=alert.exercise,
+            expires=alert.expires,
+            action=action,
+            repeat=self.repeat,
+        )
