@@ -22,10 +22,12 @@ from warning.broadcast import AlertRequest
 from warning.cli_broadcast import print_counts, wait_for_deliveries
 from warning.config import MqttSettings, RedisSettings, Settings, TwilioSettings
 from warning.deliveries import ChannelCounts
+from warning.errors import UsageError
 from warning.i18n import t
 from warning.model import Level
 from warning.progress import ProgressBar
 from warning.sandbox.speakers import SpeakerSimulator
+from warning.store.embedded import EmbeddedRedis
 from warning.textable import render
 from warning.web.app import BROADCASTER, BROKER, DIRECTORY, ENGINE, STORE, build_app
 
@@ -57,7 +59,21 @@ def demo_settings(settings: Settings) -> Settings:
 
 async def run_demo(settings: Settings, *, keep_serving: bool = False) -> int:
     demo = demo_settings(settings)
-    await asyncio.to_thread(shutil.rmtree, demo.data.dir, True)  # every drill starts from a clean county
+    # Every drill starts from a clean county. A drill killed earlier may have left its Redis running on
+    # that directory: adopt and stop it first, or it would linger, orphaned, on a deleted directory.
+    if await asyncio.to_thread((demo.data.dir / "redis" / "redis.sock").exists):
+        leftover = EmbeddedRedis(demo.data.dir)
+        await leftover.start()
+        if not leftover.owned:
+            raise UsageError(
+                t(
+                    "另一个演练正在运行（{d}），请先停止它",
+                    "another drill is running on {d}; stop it first",
+                    d=demo.data.dir,
+                )
+            )
+        await leftover.stop()
+    await asyncio.to_thread(shutil.rmtree, demo.data.dir, True)
     app = build_app(demo, load_sample=True)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

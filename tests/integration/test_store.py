@@ -85,3 +85,18 @@ async def test_socket_path_too_long_is_explained(tmp_path: Path) -> None:
     deep = tmp_path / ("x" * 120)
     with pytest.raises(StoreError, match="WARNING_DATA_DIR"):
         await EmbeddedRedis(deep).start()
+
+
+def test_a_killed_unreaped_owner_counts_as_dead() -> None:
+    """An owner killed but not yet reaped (a zombie) is dead: its server gets adopted, not joined as a guest."""
+    import subprocess
+    import time
+
+    from warning.store.embedded import _pid_alive
+
+    child = subprocess.Popen(["sleep", "30"])
+    assert _pid_alive(child.pid)
+    child.kill()
+    time.sleep(0.2)  # killed, and deliberately not reaped yet
+    assert not _pid_alive(child.pid)
+    child.wait()

@@ -34,13 +34,18 @@ _START_TIMEOUT = 120.0  # loading a large AOF takes a while; we wait as long as 
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether the process runs; a zombie (killed, not yet reaped) counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (not Linux): the signal check is all we have
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _read_pid(path: Path) -> int | None:
@@ -119,7 +124,8 @@ class EmbeddedRedis:
                 return
             # The previous owner died (SIGKILL, power cut of the parent only): adopt its server.
             log.warning("adopting an embedded redis left running by a dead process", extra={"owner": owner})
-            self._server_pid = _read_pid(self._pidfile)
+            # Ask the server itself: its pidfile may not be written yet, or may have been removed.
+            self._server_pid = await self._server_process_id() or _read_pid(self._pidfile)
             self._take_ownership()
             return
         self.socket.unlink(missing_ok=True)
@@ -171,6 +177,16 @@ class EmbeddedRedis:
                 "",
             ]
         )
+
+    async def _server_process_id(self) -> int | None:
+        client = aioredis.Redis(unix_socket_path=str(self.socket), socket_connect_timeout=1, socket_timeout=2)
+        try:
+            info = await client.info("server")
+            return int(info["process_id"])
+        except (RedisConnectionError, OSError, KeyError, ValueError):
+            return None
+        finally:
+            await client.aclose()
 
     async def _responds(self) -> bool:
         if not self.socket.exists():
