@@ -18,7 +18,7 @@ from warning.config import Settings
 from warning.deliveries import CODES, Batch, ChannelCounts, Deliveries
 from warning.directory.store import Directory
 from warning.errors import AlertError, AlertNotFound, UsageError
-from warning.fanout import FanoutReport, Progress, Texts, fan_out, pending_key, render_all
+from warning.fanout import FanoutReport, Progress, Texts, fan_out, mark_pending, pending_key, render_all
 from warning.i18n import t
 from warning.model import Alert, AlertState, AlertStatus, Level
 from warning.render import Renderer
@@ -178,9 +178,7 @@ class Broadcaster:
         )
         await self.texts.store(alert, texts)
         # Marked before it is issued: if this process dies now, another resumes the fan-out.
-        await self.deliveries.redis.zadd(
-            pending_key(self.deliveries.keys), {f"{alert.id}:{alert.version}:play": time.time()}
-        )
+        await mark_pending(self.deliveries, alert)
         if existing is None:
             alert = replace(alert, state=AlertState.ISSUED)
             await self.alerts.save(alert)
@@ -251,9 +249,7 @@ class Broadcaster:
             previous=previous,
         )
         await self.texts.store(alert, texts)
-        await self.deliveries.redis.zadd(
-            pending_key(self.deliveries.keys), {f"{alert.id}:{alert.version}:play": time.time()}
-        )
+        await mark_pending(self.deliveries, alert)
         # From this write on, workers refuse the old version's queued batches (the control version moved).
         await self.alerts.save(alert)
         await self.alerts.audit(
@@ -457,9 +453,7 @@ class Broadcaster:
             max_segments=self.settings.sms.max_segments,
         )
         await self.texts.store(draft, texts)
-        await self.deliveries.redis.zadd(
-            pending_key(self.deliveries.keys), {f"{draft.id}:{draft.version}:play": time.time()}
-        )
+        await mark_pending(self.deliveries, draft)
         alert = await self.alerts.set_state(draft, AlertState.ISSUED)
         await self.alerts.audit(actor=actor, role=role, action="approve", obj=alert.id, result="ok")
         return alert, await self.fan_out(alert, progress=progress)

@@ -83,6 +83,13 @@ def pending_key(keys: Keyspace) -> str:
     return keys.key("fanout", "pending")
 
 
+async def mark_pending(deliveries: Deliveries, alert: Alert, action: str = "play") -> str:
+    """Note (or refresh) that the alert's fan-out is under way; returns the marker `fan_out` clears."""
+    marker = f"{alert.id}:{alert.version}:{action}"
+    await deliveries.redis.zadd(pending_key(deliveries.keys), {marker: time.time()})
+    return marker
+
+
 async def render_all(
     alert: Alert,
     audiences: Sequence[Audience],
@@ -116,8 +123,7 @@ async def fan_out(
 ) -> FanoutReport:
     """Queue the alert for every recipient of `audiences` in its areas; safe to run again after a crash."""
     report = FanoutReport()
-    marker = f"{alert.id}:{alert.version}:{action}"
-    await deliveries.redis.zadd(pending_key(deliveries.keys), {marker: time.time()})
+    marker = await mark_pending(deliveries, alert, action)
     villages = await directory.village_codes(alert.areas)
     seen_contacts: set[str] = set()
     for index, village in enumerate(villages, start=1):
@@ -150,7 +156,7 @@ async def fan_out(
                     )
                     report.add(batch.ledger, queued, skipped)
         report.villages = index
-        await deliveries.redis.zadd(pending_key(deliveries.keys), {marker: time.time()})
+        await mark_pending(deliveries, alert, action)
         if progress is not None:
             progress(index, len(villages))
     await deliveries.redis.zrem(pending_key(deliveries.keys), marker)

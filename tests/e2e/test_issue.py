@@ -100,6 +100,8 @@ def test_api_tokens_roles_and_errors(cli: Cli) -> None:
     assert _post(cli, "/api/v1/alerts", body, None)[0] == 401
     assert _post(cli, "/api/v1/alerts", body, "wt_wrong")[0] == 401
     assert _post(cli, "/api/v1/alerts", body, viewer)[0] == 403
+    status, error = _post(cli, "/api/v1/alerts", body | {"description": "雨" * 400_000}, operator)
+    assert status == 413 and error["error"]["code"] == "too_large"
     status, error = _post(cli, "/api/v1/alerts", body | {"severity": "x"}, operator)
     assert status == 400 and error["error"]["field"] == "severity"
     status, error = _post(cli, "/api/v1/alerts", body | {"areas": ["999999"]}, operator)

@@ -128,6 +128,8 @@ def auth_middleware(users: web.AppKey[Users]) -> Any:
         request["user"] = user  # None only on the public CAP route
         try:
             return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return error(413, "too_large", t("请求体超过 1 MiB", "the request body is over 1 MiB"))
         except CapError as exc:
             return error(400, "invalid_cap", str(exc), exc.element)
         except FieldError as exc:
