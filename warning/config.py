@@ -39,6 +39,9 @@ class ServerSettings:
     port: int = _opt(8080, min=0, max=65535)
     # The address providers and phones use to reach us (webhooks, cadre links); default http://host:port.
     public_url: str = _opt("", schemes=("http", "https"))
+    # Signs cadre and resident links. Unset: a random key is made once and kept in Redis, shared by every
+    # process of the deployment. Set it (environment only) to keep links valid across a Redis rebuild.
+    secret: str = _opt("", secret=True)
 
     @property
     def base_url(self) -> str:
@@ -94,10 +97,52 @@ class TwilioSettings:
 
 
 @dataclass(frozen=True)
+class VoiceSettings:
+    """Voice calls through Twilio's Calls API (the account of `[twilio]`), TwiML <Say> + <Gather> press-1."""
+
+    rate_per_second: float = _opt(10.0, min=0.1, max=10000.0)  # calls started per second, all hosts
+    burst: int = _opt(5, min=1, max=10000)
+    max_in_flight: int = _opt(20, min=1, max=1000)
+    # Calls per person: a busy, unanswered or failed call is placed again after `retry_after`.
+    max_attempts: int = _opt(3, min=1, max=10)
+    retry_after: float = _opt(120.0, duration=True, min=0.01, max=86400.0)
+    ring_timeout: int = _opt(30, min=5, max=600)  # seconds a call rings before it counts as no-answer
+    repeat: int = _opt(2, min=1, max=5)  # times the message is said
+    language: str = _opt("cmn-CN", pattern=r"[a-zA-Z]{2,3}(-[A-Za-z0-9]{2,8})*")
+    voice: str = _opt("Polly.Zhiyu", pattern=r"[A-Za-z0-9._-]{1,64}")
+    timeout: float = _opt(15.0, duration=True, min=0.1, max=300.0)  # HTTP timeout of one API call
+
+
+@dataclass(frozen=True)
 class WechatSettings:
+    """WeChat Official Account template messages to residents (openid). No appid: the bundled sandbox."""
+
     base_url: str = _opt("https://api.weixin.qq.com", schemes=("http", "https"))
     appid: str = _opt("")
     secret: str = _opt("", secret=True)
+    template_id: str = _opt("")
+    # The token configured in the Official Account backend; it signs the events sent to /hooks/wechat.
+    token: str = _opt("", secret=True)
+    rate_per_second: float = _opt(50.0, min=0.1, max=100000.0)
+    burst: int = _opt(20, min=1, max=100000)
+    max_in_flight: int = _opt(50, min=1, max=10000)
+    timeout: float = _opt(10.0, duration=True, min=0.1, max=300.0)
+    # /hooks/wechat refuses events whose timestamp is further than this from our clock (replays).
+    max_skew: float = _opt(300.0, duration=True, min=1.0, max=86400.0)
+
+
+@dataclass(frozen=True)
+class WecomSettings:
+    """WeCom (企业微信) app messages to cadres and officials (userid). No corpid: the bundled sandbox."""
+
+    base_url: str = _opt("https://qyapi.weixin.qq.com", schemes=("http", "https"))
+    corpid: str = _opt("")
+    secret: str = _opt("", secret=True)
+    agentid: int = _opt(1000002, min=0, max=2**31 - 1)
+    rate_per_second: float = _opt(50.0, min=0.1, max=100000.0)
+    burst: int = _opt(20, min=1, max=100000)
+    max_in_flight: int = _opt(50, min=1, max=10000)
+    timeout: float = _opt(10.0, duration=True, min=0.1, max=300.0)
 
 
 @dataclass(frozen=True)
@@ -127,7 +172,7 @@ class SpeakerSettings:
 @dataclass(frozen=True)
 class WorkerSettings:
     # Channels that `warning serve` and `warning worker` run workers for.
-    channels: str = _opt("sms,speaker", pattern=r"[a-z]+(,[a-z]+)*")
+    channels: str = _opt("sms,voice,wechat,wecom,speaker", pattern=r"[a-z]+(,[a-z]+)*")
     batch_size: int = _opt(200, min=1, max=1000)  # recipients per queued batch
     max_attempts: int = _opt(6, min=1, max=50)  # then the delivery is dead-lettered
     backoff_base: float = _opt(2.0, duration=True, min=0.001, max=3600.0)
@@ -148,6 +193,106 @@ class TemplatesSettings:
 class DirectorySettings:
     # Region used to read national phone numbers (ISO 3166 code).
     default_region: str = _opt("CN", pattern=r"[A-Z]{2}")
+
+
+@dataclass(frozen=True)
+class EscalationStep:
+    """One rung of the ladder: `after` issue time, tell `notify` (a role) over `channels`."""
+
+    after: float
+    notify: str
+    channels: tuple[str, ...]
+
+
+ESCALATION_ROLES = ("cadre", "village_head", "township_duty", "county_duty")
+DEFAULT_STEPS = (
+    EscalationStep(900.0, "cadre", ("sms", "voice")),
+    EscalationStep(1800.0, "village_head", ("voice", "sms")),
+    EscalationStep(2700.0, "township_duty", ("voice", "sms")),
+    EscalationStep(3600.0, "county_duty", ("voice", "sms")),
+)
+
+
+@dataclass(frozen=True)
+class EscalationSettings:
+    # Deadline of a must-reach resident's confirmation, from issue time (the cadre's task deadline).
+    confirm_within: float = _opt(900.0, duration=True, min=1.0, max=7 * 86400.0)
+    # Steps above the cadre fire for villages whose must-reach coverage is below this.
+    coverage_target: float = _opt(1.0, min=0.0, max=1.0)
+    # A loudspeaker not reported played this long after its command sends its village's cadre door to door.
+    speaker_play_within: float = _opt(600.0, duration=True, min=1.0, max=86400.0)
+    # Channels the cadre's task link goes out on when an alert is issued.
+    task_channels: str = _opt("sms,wecom", pattern=r"[a-z]+(,[a-z]+)*")
+    # A cadre called by an escalation step may press 1 to confirm every resident read out to them.
+    voice_confirm: bool = _opt(True)
+    sweep_every: float = _opt(5.0, duration=True, min=0.01, max=3600.0)
+    steps: tuple[EscalationStep, ...] = _opt(DEFAULT_STEPS, table=True)
+
+    @property
+    def task_channel_names(self) -> tuple[str, ...]:
+        return tuple(c for c in self.task_channels.split(",") if c)
+
+
+_STEP_KEYS = {"after", "notify", "channels"}
+
+
+def _steps(value: object, where: str) -> tuple[EscalationStep, ...]:
+    """Parse `[[escalation.steps]]`; steps must be in time order."""
+
+    def bad(zh: str, en: str, **params: object) -> ConfigError:
+        return ConfigError(
+            t("{w}：[[escalation.steps]] " + zh, "{w}: [[escalation.steps]] " + en, w=where, **params)
+        )
+
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise bad("应为表数组", "must be an array of tables")
+    steps: list[EscalationStep] = []
+    for number, table in enumerate(value, start=1):
+        unknown = set(table) - _STEP_KEYS
+        if unknown:
+            raise bad(
+                "第 {n} 步：未知的配置项 {k}",
+                "step {n}: unknown key {k}",
+                n=number,
+                k=", ".join(sorted(unknown)),
+            )
+        try:
+            after = parse_duration(str(table.get("after", "")))
+        except ValueError:
+            raise bad(
+                '第 {n} 步：after 应为时长，如 "15m"',
+                'step {n}: after must be a duration such as "15m"',
+                n=number,
+            ) from None
+        notify = table.get("notify")
+        if notify not in ESCALATION_ROLES:
+            raise bad(
+                "第 {n} 步：notify 应为 {ok} 之一",
+                "step {n}: notify must be one of {ok}",
+                n=number,
+                ok=", ".join(ESCALATION_ROLES),
+            )
+        channels = table.get("channels", ["sms"])
+        if (
+            not isinstance(channels, list)
+            or not channels
+            or not all(isinstance(c, str) and c for c in channels)
+        ):
+            raise bad(
+                '第 {n} 步：channels 应为非空字符串列表，如 ["voice", "sms"]',
+                'step {n}: channels must be a list such as ["voice", "sms"]',
+                n=number,
+            )
+        if steps and after <= steps[-1].after:
+            raise bad(
+                "第 {n} 步：after 应晚于上一步",
+                "step {n}: after must be later than the step before",
+                n=number,
+            )
+        steps.append(EscalationStep(after, str(notify), tuple(channels)))
+    if not steps:
+        raise bad("至少需要一步", "needs at least one step")
+    return tuple(steps)
 
 
 @dataclass(frozen=True)
@@ -223,7 +368,10 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
+    voice: VoiceSettings = field(default_factory=VoiceSettings)
     wechat: WechatSettings = field(default_factory=WechatSettings)
+    wecom: WecomSettings = field(default_factory=WecomSettings)
+    escalation: EscalationSettings = field(default_factory=EscalationSettings)
     directory: DirectorySettings = field(default_factory=DirectorySettings)
     sms: SmsSettings = field(default_factory=SmsSettings)
     speaker: SpeakerSettings = field(default_factory=SpeakerSettings)
@@ -429,6 +577,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
                             v=var,
                         )
                     )
+                if known[key].metadata.get("table"):
+                    value = _steps(value, where)
                 raw[section][key] = (value, where)
 
     for variable, value in env.items():
@@ -445,6 +595,16 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
                     h=_suggest(variable, candidates),
                 )
             )
+        if _fields(target[0])[target[1]].metadata.get("table"):
+            raise ConfigError(
+                t(
+                    "{v}：{s}.{k} 是表数组，只能写在配置文件里",
+                    "{v}: {s}.{k} is an array of tables and can only be set in the config file",
+                    v=variable,
+                    s=target[0],
+                    k=target[1],
+                )
+            )
         raw[target[0]][target[1]] = (value, f"env {variable}")
 
     sections: dict[str, Any] = {}
@@ -456,7 +616,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             name = f"{section}.{key}"
             if key in raw[section]:
                 value, where = raw[section][key]
-                values[f.name] = _convert(name, f, hints[f.name], value, where)
+                table = f.metadata.get("table")
+                values[f.name] = value if table else _convert(name, f, hints[f.name], value, where)
                 origin[name] = where
             else:
                 origin[name] = "default"
@@ -494,5 +655,7 @@ def effective(settings: Settings) -> list[tuple[str, str, Any, str]]:
                 value = redact_url(value)
             elif isinstance(value, Path):
                 value = str(value)
+            elif f.metadata.get("table"):
+                value = "; ".join(f"{s.after:g}s→{s.notify} ({','.join(s.channels)})" for s in value)
             rows.append((section, key, value, settings.origin.get(f"{section}.{key}", "default")))
     return rows

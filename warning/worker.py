@@ -317,6 +317,8 @@ class ChannelWorker:
             expires=alert.expires,
             action=batch.action,
             repeat=self.repeat,
+            attempt=batch.attempt,
+            audience=batch.audience,
         )
 
     async def _record(

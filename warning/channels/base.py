@@ -56,6 +56,8 @@ class Message:
     expires: datetime | None
     action: str = "play"  # loudspeakers: play | stop
     repeat: int = 1  # loudspeakers: how many times to play
+    attempt: int = 1  # which attempt this is for the recipient (voice: which call)
+    audience: str = ""  # the audience the recipient was reached as
 
 
 class Outcome(enum.StrEnum):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import quote, urlencode
-
 from aiohttp import web
-from twilio.request_validator import RequestValidator
 
 from warning.deliveries import Deliveries
+from warning.web.signatures import twilio_valid
 
 log = logging.getLogger(__name__)
 
@@ -24,20 +22,6 @@ _STATUS = {
 }
 
 
-def _signed_urls(public_url: str, request: web.Request) -> list[str]:
-    """The forms our public URL for this request may have been signed in.
-
-    Twilio signs the callback URL exactly as we gave it; HTTP clients on the way may re-encode the
-    query (`%3A` ↔ `:`), so the raw form, the decoded form and the fully quoted form are all tried.
-    They name the same resource, so accepting any of them admits nothing new.
-    """
-    base = public_url.rstrip("/")
-    quoted = request.path + (
-        "?" + urlencode(list(request.query.items()), quote_via=quote) if request.query else ""
-    )
-    return list(dict.fromkeys((base + request.raw_path, base + request.path_qs, base + quoted)))
-
-
 def hook_routes(
     public_url: str, auth_token: web.AppKey[str], deliveries: web.AppKey[Deliveries]
 ) -> list[web.RouteDef]:
@@ -45,9 +29,7 @@ def hook_routes(
         """A delivery receipt: 403 and no change unless the X-Twilio-Signature matches our public URL."""
         form = await request.post()
         params = {k: str(v) for k, v in form.items()}
-        validator = RequestValidator(request.app[auth_token])
-        signature = request.headers.get("X-Twilio-Signature", "")
-        if not any(validator.validate(url, params, signature) for url in _signed_urls(public_url, request)):
+        if not twilio_valid(public_url, request, params, request.app[auth_token]):
             log.warning("twilio callback with a bad signature refused", extra={"path": request.path})
             return web.Response(status=403, text="invalid signature")
         key = request.query.get("d", "")
