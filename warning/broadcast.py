@@ -18,11 +18,15 @@ from warning.config import Settings
 from warning.deliveries import CODES, Batch, ChannelCounts, Deliveries
 from warning.directory.store import Directory
 from warning.errors import AlertError, AlertNotFound, UsageError
+from warning.escalation import Escalation
 from warning.fanout import FanoutReport, Progress, Texts, fan_out, mark_pending, pending_key, render_all
 from warning.i18n import t
+from warning.links import Links
 from warning.model import Alert, AlertState, AlertStatus, Level
+from warning.reach import Reach
 from warning.render import Renderer
 from warning.store import Store
+from warning.tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,7 @@ class Broadcaster:
     """The alert service: one instance per process, built by the composition root."""
 
     def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
         self.settings = settings
         self.alerts = AlertStore(store.redis, store.keys)
         self.directory = Directory(store)
@@ -74,6 +79,19 @@ class Broadcaster:
         self.texts = Texts(store.redis, store.keys)
         self.renderer = Renderer(settings.templates, sender_name=settings.bureau.name)
         self.audiences = catalogue(settings.audiences)
+        self.reach = Reach(store.redis, store.keys)
+        self.links = Links(
+            store.redis, store.keys, secret=settings.server.secret, base_url=settings.server.base_url
+        )
+        self.tasks = Tasks(self.reach, self.directory, self.deliveries, self.links, settings.escalation)
+        self.escalation = Escalation(
+            alerts=self.alerts,
+            reach=self.reach,
+            directory=self.directory,
+            deliveries=self.deliveries,
+            tasks=self.tasks,
+            settings=settings.escalation,
+        )
 
     # -- issuing ------------------------------------------------------------------------------------
 
@@ -136,8 +154,9 @@ class Broadcaster:
         return alert, await self.fan_out(alert, progress=progress)
 
     async def fan_out(self, alert: Alert, *, progress: Progress | None = None) -> FanoutReport:
-        """Queue every delivery of an issued alert; idempotent, so safe to repeat after a crash."""
-        return await fan_out(
+        """Queue every delivery of an issued alert, then the cadres' task links and the escalation
+        ladder for its must-reach residents; idempotent, so safe to repeat after a crash."""
+        report = await fan_out(
             alert,
             select(alert.audiences, self.audiences),
             directory=self.directory,
@@ -145,7 +164,12 @@ class Broadcaster:
             renderer=self.renderer,
             batch_size=self.settings.worker.batch_size,
             progress=progress,
+            reach=self.reach,
         )
+        if not report.stopped_early:
+            await self.tasks.send_links(alert)
+            await self.escalation.schedule(alert)
+        return report
 
     async def prepare(self, request: AlertRequest, *, actor: str = "cli", role: str = "operator") -> Alert:
         """Validate, render every message once and save the alert as issued, marked for fan-out.
@@ -314,10 +338,12 @@ class Broadcaster:
                 await self.deliveries.redis.zrem(key, marker)
                 continue
             log.warning("resuming an interrupted fan-out", extra={"alert": alert_id, "action": action})
-            audiences = select(alert.audiences if action == "play" else (STOP_AUDIENCE,), self.audiences)
+            if action == "play":
+                await self.fan_out(alert)
+                continue
             await fan_out(
                 alert,
-                audiences,
+                select((STOP_AUDIENCE,), self.audiences),
                 directory=self.directory,
                 deliveries=self.deliveries,
                 renderer=self.renderer,
@@ -530,6 +556,7 @@ class Broadcaster:
             )
         alert = await self.alerts.set_state(alert, AlertState.CANCELLED)
         await self.alerts.audit(actor=actor, role=role, action="cancel", obj=alert.id, result="ok")
+        await self.escalation.stop(alert.id)
         await self._settle_pending(alert, CODES["cancelled"])
         if any(
             self.audiences[name].members is Members.SPEAKERS

@@ -12,9 +12,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from warning import cli_reach
 from warning.audiences import DEFAULT_AUDIENCES
 from warning.broadcast import AlertRequest, Broadcaster, counts_json, parse_levels, split_codes
 from warning.broker import open_broker
+from warning.cli_reach import print_reach
 from warning.config import Settings
 from warning.deliveries import ChannelCounts
 from warning.engine import channel_names, run_engine
@@ -25,6 +27,7 @@ from warning.progress import ProgressBar
 from warning.store import Store, open_store
 from warning.textable import render
 from warning.users import Users
+from warning.views import reach_view
 
 # Columns of the status table, in the order a delivery moves.
 STATUS_COLUMNS = (
@@ -98,11 +101,11 @@ def add_parsers(commands: Any) -> None:
     status.add_argument("--json", action="store_true")
 
     worker = commands.add_parser("worker", help=t("只运行发送工作进程", "run workers only"))
-    worker.add_argument("--channels", help="sms,speaker")
+    worker.add_argument("--channels", help="sms,voice,wechat,wecom,speaker")
 
     dead = commands.add_parser("deadletters", help=t("查看或重新排队死信", "list or requeue dead letters"))
     dead.add_argument("--requeue", action="store_true")
-    dead.add_argument("--channel", help="sms | speaker")
+    dead.add_argument("--channel", help="sms | voice | wechat | wecom | speaker")
 
     users = commands.add_parser("users", help=t("API 用户", "API users"))
     users_commands = users.add_subparsers(dest="users_command", required=True, parser_class=type(users))
@@ -127,6 +130,7 @@ def add_parsers(commands: Any) -> None:
     )
     sim.add_argument("--village", default="", help=t("区域代码前缀", "area code prefix"))
     sim.add_argument("--fail-rate", type=float, default=0.0)
+    cli_reach.add_parsers(commands)
 
 
 # -- issue / cancel / status -----------------------------------------------------------------------
@@ -271,11 +275,13 @@ async def _cancel(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _status(settings: Settings, args: argparse.Namespace) -> int:
     async with open_store(settings.redis, settings.data.dir) as store:
-        alert, counts = await Broadcaster(store, settings).status(args.id)
+        service = Broadcaster(store, settings)
+        alert, counts = await service.status(args.id)
+        view = await reach_view(service, args.id)
     if args.json:
         print(
             json.dumps(
-                {"alert": json.loads(alert.to_json()), "deliveries": counts_json(counts)},
+                {"alert": json.loads(alert.to_json()), "deliveries": counts_json(counts), "reach": view},
                 ensure_ascii=False,
                 indent=2,
             )
@@ -288,6 +294,8 @@ async def _status(settings: Settings, args: argparse.Namespace) -> int:
         + ("  【演练】" if alert.exercise else "")
     )
     print_counts(counts)
+    print()
+    print_reach(view)
     return 0
 
 
@@ -450,6 +458,7 @@ COMMANDS = {
     "users": _users,
     "speaker-sim": _speaker_sim,
     "feeds": _feeds,
+    **cli_reach.COMMANDS,
 }
 
 

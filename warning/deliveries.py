@@ -47,7 +47,7 @@ PENDING: Final = frozenset("qrs")
 # overwrites "delivered", and nothing leaves failed/expired/cancelled except a dead letter's requeue.
 _MOVES = {
     "s": "qr",
-    "r": "s",
+    "r": "sS",  # S → r: a voice call that was busy or unanswered is placed again
     "S": "s",
     "D": "sSA",
     "A": "s",

@@ -22,6 +22,7 @@ from warning.channels.registry import REGISTRY, ChannelContext
 from warning.channels.speaker import AckHandler, delivery_of
 from warning.config import Settings, TwilioSettings
 from warning.errors import UsageError
+from warning.evidence import Evidence
 from warning.i18n import t
 from warning.playback import Playback
 from warning.ratelimit import RateLimiter
@@ -65,6 +66,7 @@ class Engine:
     channels: dict[str, Channel]
     twilio: TwilioSettings
     sandbox: TwilioSandbox | None
+    wechat_token: str = ""  # signs WeChat events to /hooks/wechat (the sandbox's when none is configured)
 
 
 @asynccontextmanager
@@ -92,19 +94,15 @@ async def effective_twilio(settings: Settings) -> AsyncIterator[tuple[TwilioSett
         )
 
 
-def playback_recorder(store: Store, broadcaster: Broadcaster) -> AckHandler:
-    """A loudspeaker's `played` ack marks its delivery delivered; `failed` marks it failed (forward only)."""
+def playback_recorder(store: Store, evidence: Evidence) -> AckHandler:
+    """A loudspeaker's `played` ack marks its delivery delivered and its village heard the warning;
+    `failed` marks it failed and sends the village's cadre door to door (forward only)."""
 
     async def record(device: str, ack: dict[str, Any]) -> None:
-        code = {"played": "D", "failed": "F"}.get(str(ack.get("status")))
-        key = await delivery_of(store, str(ack.get("cmd_id"))) if code else None
-        if code is None or key is None:
+        if str(ack.get("status")) not in ("played", "failed"):
             return
-        alert_id, version, ledger, recipient = key.split(":", 3)
-        if recipient != f"s:{device}":
-            log.warning("ack from a device for another device's command ignored", extra={"device": device})
-            return
-        await broadcaster.deliveries.move(alert_id, int(version), ledger, [(recipient, code)])
+        key = await delivery_of(store, str(ack.get("cmd_id")))
+        await evidence.speaker_ack(device, ack, key)
 
     return record
 
@@ -115,9 +113,10 @@ async def run_engine(
 ) -> AsyncIterator[Engine]:
     """Start the channels and their workers (and housekeeping); stop them all on exit."""
     broadcaster = Broadcaster(store, settings)
+    evidence = Evidence(broadcaster)
     async with effective_twilio(settings) as (twilio, sandbox):
         ctx = ChannelContext(
-            settings, store, broker, twilio, on_speaker_ack=playback_recorder(store, broadcaster)
+            settings, store, broker, twilio, on_speaker_ack=playback_recorder(store, evidence)
         )
         started: dict[str, Channel] = {}
         stop = asyncio.Event()
@@ -129,15 +128,18 @@ async def run_engine(
             republish_after=settings.speaker.republish_after,
             repeat=settings.speaker.repeat,
         )
-        jobs: list[Job] = []
+        jobs: list[Job] = [
+            ("escalation", settings.escalation.sweep_every, broadcaster.escalation.sweep),
+        ]
         try:
             for name in channels:
                 channel = REGISTRY[name](ctx)
                 await channel.start()
                 started[name] = channel
                 worker = _worker(settings, store, broadcaster, channel)
+                worker.on_sent.append(evidence.on_sent)
                 if name == "speaker":
-                    worker.on_sent = playback.track
+                    worker.on_sent += [playback.track, evidence.speaker_sent]
                     jobs.append(
                         (
                             "playback",
@@ -147,7 +149,7 @@ async def run_engine(
                     )
                 tasks.append(asyncio.create_task(worker.run(stop), name=f"worker-{name}"))
             async with run_scheduler(store, broadcaster, settings.feeds, jobs):
-                yield Engine(broadcaster, started, twilio, sandbox)
+                yield Engine(broadcaster, started, twilio, sandbox, settings.wechat.token)
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)

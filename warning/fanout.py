@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from warning.audiences import Audience
-from warning.audiences.recipients import village_recipients
+from warning.audiences.recipients import village_batches
 from warning.deliveries import Batch, Deliveries, Recipient
 from warning.directory.store import Directory
 from warning.model import Alert, AlertState
+from warning.reach import Reach
 from warning.render import Renderer
 from warning.store import Keyspace
+from warning.tasks import Responsible
 
 log = logging.getLogger(__name__)
 
@@ -120,25 +122,51 @@ async def fan_out(
     batch_size: int,
     action: str = "play",
     progress: Progress | None = None,
+    reach: Reach | None = None,
 ) -> FanoutReport:
-    """Queue the alert for every recipient of `audiences` in its areas; safe to run again after a crash."""
+    """Queue the alert for every recipient of `audiences` in its areas; safe to run again after a crash.
+
+    With `reach`, every resident queued for is entered in the reach ledger (and must-reach residents on
+    their cadre's task list) before their messages are queued.
+    """
     report = FanoutReport()
     marker = await mark_pending(deliveries, alert, action)
     villages = await directory.village_codes(alert.areas)
     seen_contacts: set[str] = set()
+    responsible = Responsible(directory)
+    if reach is not None and action == "play":
+        await reach.milestone(alert.id, "issued")
     for index, village in enumerate(villages, start=1):
         if action == "play" and await _stopped(deliveries, alert):
             report.stopped_early = True
             break
         for audience in audiences:
-            for channel in audience.channels:
-                personal = action == "play" and any(
-                    renderer.needs_recipient(audience.name, channel, lang) for lang in LANGUAGES
-                )
-                async for recipients in village_recipients(
-                    directory, audience, channel, village, batch_size=batch_size, seen_contacts=seen_contacts
-                ):
-                    if personal:
+            personal = {
+                channel: action == "play"
+                and any(renderer.needs_recipient(audience.name, channel, lang) for lang in LANGUAGES)
+                for channel in audience.channels
+            }
+            async for members in village_batches(
+                directory,
+                audience,
+                audience.channels,
+                village,
+                batch_size=batch_size,
+                seen_contacts=seen_contacts,
+            ):
+                if reach is not None and members.residents and action == "play":
+                    owners = [
+                        (
+                            r.id,
+                            await responsible.for_resident(r.cadre, village)
+                            if audience.must_reach
+                            else r.cadre,
+                        )
+                        for r in members.residents
+                    ]
+                    await reach.register(alert.id, audience.name, village, audience.must_reach, owners)
+                for channel, recipients in members.recipients.items():
+                    if personal[channel]:
                         recipients = await _personalise(
                             alert, audience, channel, recipients, renderer, directory
                         )

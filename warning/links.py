@@ -59,33 +59,32 @@ def link_expiry(sent: datetime, expires: datetime | None) -> float:
 class Links:
     """Makes and checks signed tokens and the public URLs that carry them."""
 
-    def __init__(self, key: bytes, base_url: str) -> None:
-        if len(key) < 16:
-            raise ValueError("the link signing key must have at least 16 bytes")
-        self._key = key
+    def __init__(self, redis: Redis, keys: Keyspace, *, secret: str, base_url: str) -> None:
+        self._redis = redis
+        self._name = keys.key("links", "key")
+        self._key: bytes | None = secret.encode() if secret else None
+        if self._key is not None and len(self._key) < 16:
+            raise ValueError("server.secret must have at least 16 characters")
         self.base_url = base_url.rstrip("/")
 
-    @classmethod
-    async def load(cls, redis: Redis, keys: Keyspace, *, secret: str, base_url: str) -> Links:
-        """Links signed with `secret`, or with the deployment's random key from Redis (made on first use)."""
-        if secret:
-            return cls(secret.encode(), base_url)
-        name = keys.key("links", "key")
-        await redis.set(name, secrets.token_hex(32), nx=True)
-        stored = await redis.get(name)
-        return cls(str(stored).encode(), base_url)
+    async def _signing_key(self) -> bytes:
+        """`server.secret`, or the deployment's random key from Redis (made on first use)."""
+        if self._key is None:
+            await self._redis.set(self._name, secrets.token_hex(32), nx=True)
+            self._key = str(await self._redis.get(self._name)).encode()
+        return self._key
 
-    def token(self, purpose: str, alert_id: str, subject: str, expires: float) -> str:
+    async def token(self, purpose: str, alert_id: str, subject: str, expires: float) -> str:
         body = json.dumps([purpose, alert_id, subject, int(expires)], separators=(",", ":")).encode()
-        return f"{_b64(body)}.{_b64(self._mac(body))}"
+        return f"{_b64(body)}.{_b64(await self._mac(body))}"
 
-    def cadre_url(self, alert_id: str, contact_id: str, expires: float) -> str:
-        return f"{self.base_url}/c/{self.token(CADRE, alert_id, contact_id, expires)}"
+    async def cadre_url(self, alert_id: str, contact_id: str, expires: float) -> str:
+        return f"{self.base_url}/c/{await self.token(CADRE, alert_id, contact_id, expires)}"
 
-    def resident_url(self, alert_id: str, resident_id: str, expires: float) -> str:
-        return f"{self.base_url}/r/{self.token(RESIDENT, alert_id, resident_id, expires)}"
+    async def resident_url(self, alert_id: str, resident_id: str, expires: float) -> str:
+        return f"{self.base_url}/r/{await self.token(RESIDENT, alert_id, resident_id, expires)}"
 
-    def verify(self, token: str, purpose: str, now: float | None = None) -> Claims:
+    async def verify(self, token: str, purpose: str, now: float | None = None) -> Claims:
         """The token's claims if it is ours, for `purpose`, and not expired.
 
         Raises:
@@ -96,7 +95,7 @@ class Links:
             body, mac = _unb64(body_text), _unb64(mac_text)
         except (binascii.Error, ValueError):
             raise LinkError("malformed link") from None
-        if not hmac.compare_digest(mac, self._mac(body)):
+        if not hmac.compare_digest(mac, await self._mac(body)):
             raise LinkError("bad link signature")
         try:
             kind, alert_id, subject, expires = json.loads(body)
@@ -108,8 +107,8 @@ class Links:
             raise LinkError("link expired", expired=True)
         return Claims(kind, alert_id, subject, float(expires))
 
-    def _mac(self, body: bytes) -> bytes:
-        return hmac.new(self._key, body, hashlib.sha256).digest()[:18]
+    async def _mac(self, body: bytes) -> bytes:
+        return hmac.new(await self._signing_key(), body, hashlib.sha256).digest()[:18]
 
 
 def hash_token(token: str) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from warning.alerts import AlertStore
-from warning.channels.base import Channel, Message, Outcome
+from warning.channels.base import Channel, DeliveryResult, Message, Outcome
 from warning.deliveries import Batch, Deliveries, Recipient
 from warning.fanout import Texts
 from warning.model import AlertState
@@ -35,12 +35,12 @@ class Playback:
         self.repeat = repeat
         self.key = deliveries.keys.key("speaker", "unacked")
 
-    async def track(self, batch: Batch, sent: Sequence[Recipient]) -> None:
+    async def track(self, batch: Batch, sent: Sequence[tuple[Recipient, DeliveryResult]]) -> None:
         """Commands just acknowledged by the broker (PUBACK): watch them until the devices report."""
         due = time.time() + self.republish_after
         members = {
             json.dumps([f"{batch.alert_id}:{batch.version}:{batch.ledger}:{r.id}", batch.audience]): due
-            for r in sent
+            for r, _ in sent
         }
         if members:
             await self.deliveries.redis.zadd(self.key, members)

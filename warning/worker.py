@@ -34,6 +34,9 @@ from warning.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
+# Called with a batch and what the provider accepted of it (recipient, result), after it is recorded.
+OnSent = Callable[[Batch, Sequence[tuple[Recipient, DeliveryResult]]], Awaitable[None]]
+
 # KEYS: retry zset, hi stream, lo stream. ARGV: limit. Moves due retries back into their stream.
 _DUE = """
 local t = redis.call('TIME')
@@ -73,7 +76,7 @@ class ChannelWorker:
         settings: WorkerSettings,
         repeat: int = 1,
         consumer: str | None = None,
-        on_sent: Callable[[Batch, Sequence[Recipient]], Awaitable[None]] | None = None,
+        on_sent: Sequence[OnSent] = (),
     ) -> None:
         self.channel = channel
         self.deliveries = deliveries
@@ -82,7 +85,8 @@ class ChannelWorker:
         self.limiter = limiter
         self.settings = settings
         self.repeat = repeat
-        self.on_sent = on_sent  # e.g. the loudspeaker playback loop watches what the broker acknowledged
+        # Told what the provider accepted: the reach ledger, the loudspeaker playback loop, …
+        self.on_sent = list(on_sent)
         self.consumer = consumer or consumer_name()
         self.redis: Redis = deliveries.redis
         self.streams = [deliveries.stream_key(channel.name, True), deliveries.stream_key(channel.name, False)]
@@ -350,10 +354,12 @@ class ChannelWorker:
                 retry_after = max(retry_after, result.retry_after or 0.0)
                 bug = bug or result.unexpected
         await self.deliveries.move(batch.alert_id, batch.version, batch.ledger, moves)
-        if self.on_sent is not None:
-            accepted = [r for r, result in zip(sent, results, strict=True) if result.outcome is Outcome.SENT]
-            if accepted:
-                await self.on_sent(batch, accepted)
+        accepted = [
+            (r, result) for r, result in zip(sent, results, strict=True) if result.outcome is Outcome.SENT
+        ]
+        if accepted:
+            for hook in self.on_sent:
+                await hook(batch, accepted)
         if retry:
             again = batch.with_recipients(
                 retry, attempt=batch.attempt + 1, unexpected=batch.unexpected + int(bug)

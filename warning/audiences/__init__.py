@@ -33,14 +33,23 @@ class Audience:
     must_reach: bool = False  # every member must be confirmed (cadre tasks, escalation)
 
 
+# Residents without a smartphone are called (voice, press 1); everyone with WeChat also gets a push;
+# cadres and officials get SMS plus a WeCom app message.
 BUILTINS: dict[str, Audience] = {
     a.name: a
     for a in (
-        Audience("vulnerable", Members.RESIDENTS, ("sms",), any_tags=VULNERABLE_TAGS, must_reach=True),
-        Audience("public", Members.RESIDENTS, ("sms",)),
-        Audience("cadres", Members.CONTACTS, ("sms",), roles=frozenset({Role.CADRE, Role.VILLAGE_HEAD})),
         Audience(
-            "officials", Members.CONTACTS, ("sms",), roles=frozenset({Role.TOWNSHIP_DUTY, Role.COUNTY_DUTY})
+            "vulnerable", Members.RESIDENTS, ("sms", "voice"), any_tags=VULNERABLE_TAGS, must_reach=True
+        ),
+        Audience("public", Members.RESIDENTS, ("sms", "wechat")),
+        Audience(
+            "cadres", Members.CONTACTS, ("sms", "wecom"), roles=frozenset({Role.CADRE, Role.VILLAGE_HEAD})
+        ),
+        Audience(
+            "officials",
+            Members.CONTACTS,
+            ("sms", "wecom"),
+            roles=frozenset({Role.TOWNSHIP_DUTY, Role.COUNTY_DUTY}),
         ),
         Audience("rescue_teams", Members.CONTACTS, ("sms",), roles=frozenset({Role.RESCUE_TEAM})),
         Audience("speakers", Members.SPEAKERS, ("speaker",)),

@@ -1,29 +1,56 @@
-"""Recipients of an audience in an area, streamed from the directory village by village, in batches."""
+"""Recipients of an audience in a village, streamed from the directory in batches, for every channel at once.
+
+One pass over the directory per (audience, village) serves all of the audience's channels; each
+channel takes its own address: a phone for `sms` and `voice`, the WeChat openid for `wechat`, the
+WeCom userid for `wecom`, the device id for `speaker`. A member without that address is still yielded
+(with an empty address) so the ledger records `no_address` and the reach ledger still counts them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 
 from warning.audiences import Audience, Members
 from warning.deliveries import Recipient
 from warning.directory.store import Directory
-from warning.model import Contact
+from warning.model import Contact, Resident, Speaker
 
 
-def _address(channel: str, phone: str, device: str = "") -> str:
-    return device if channel == "speaker" else phone
+@dataclass
+class VillageBatch:
+    """Up to `batch_size` members of one audience in one village, as recipients per channel."""
+
+    residents: list[Resident] = field(default_factory=list)  # only for resident audiences
+    recipients: dict[str, list[Recipient]] = field(default_factory=dict)
 
 
-async def village_recipients(
+def resident_address(channel: str, resident: Resident) -> str:
+    if channel in ("sms", "voice"):
+        return resident.phone
+    return resident.wechat_openid if channel == "wechat" else ""
+
+
+def contact_address(channel: str, contact: Contact) -> str:
+    if channel in ("sms", "voice"):
+        return contact.phone
+    return contact.wechat_userid if channel == "wecom" else ""
+
+
+def _speaker_address(channel: str, speaker: Speaker) -> str:
+    return speaker.device_id if channel == "speaker" else ""
+
+
+async def village_batches(
     directory: Directory,
     audience: Audience,
-    channel: str,
+    channels: Sequence[str],
     village: str,
     *,
     batch_size: int,
     seen_contacts: set[str],
-) -> AsyncIterator[list[Recipient]]:
-    """Yield the audience's recipients in one village for one channel, at most `batch_size` at a time.
+) -> AsyncIterator[VillageBatch]:
+    """Yield the audience's members in one village, at most `batch_size` at a time, for `channels`.
 
     Contacts who cover several villages are yielded once per alert: `seen_contacts` carries them across
     villages (a county has thousands of contacts, not millions).
@@ -32,12 +59,21 @@ async def village_recipients(
         async for residents in directory.stream_residents(
             [village], any_tags=audience.any_tags, batch_size=batch_size
         ):
-            yield [Recipient(f"r:{r.id}", _address(channel, r.phone), r.language) for r in residents]
+            yield VillageBatch(
+                residents,
+                {
+                    ch: [Recipient(f"r:{r.id}", resident_address(ch, r), r.language) for r in residents]
+                    for ch in channels
+                },
+            )
     elif audience.members is Members.SPEAKERS:
         async for speakers in directory.stream_speakers([village], batch_size=batch_size):
-            yield [
-                Recipient(f"s:{s.device_id}", _address(channel, "", s.device_id), "zh-CN") for s in speakers
-            ]
+            yield VillageBatch(
+                recipients={
+                    ch: [Recipient(f"s:{s.device_id}", _speaker_address(ch, s), "zh-CN") for s in speakers]
+                    for ch in channels
+                }
+            )
     else:
         found: list[Contact] = []
         for role in sorted(audience.roles):
@@ -46,7 +82,10 @@ async def village_recipients(
                     seen_contacts.add(contact.id)
                     found.append(contact)
         for start in range(0, len(found), batch_size):
-            yield [
-                Recipient(f"c:{c.id}", _address(channel, c.phone), "zh-CN")
-                for c in found[start : start + batch_size]
-            ]
+            chunk = found[start : start + batch_size]
+            yield VillageBatch(
+                recipients={
+                    ch: [Recipient(f"c:{c.id}", contact_address(ch, c), "zh-CN") for c in chunk]
+                    for ch in channels
+                }
+            )

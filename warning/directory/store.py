@@ -295,6 +295,10 @@ class Directory:
                 found += [Contact.from_json(r) for r in raw if r is not None]
         return found
 
+    async def speaker(self, device_id: str) -> Speaker | None:
+        raw = await self._redis.hget(self._key("speakers"), device_id)
+        return Speaker.from_json(raw) if raw else None
+
     async def stream_speakers(
         self, areas: Iterable[str], batch_size: int = 500
     ) -> AsyncIterator[list[Speaker]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from warning.errors import AlertError, AlertNotFound, CapError, FieldError, Usag
 from warning.i18n import t
 from warning.model import Alert, AlertState, AlertStatus
 from warning.users import User, Users
+from warning.views import UNREACHED_LIMIT, reach_csv, reach_view
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,10 @@ _ALERT_FIELDS = {
     "audiences",
     "event_code",
 }
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 def error(status: int, code: str, message: str, field: str | None = None) -> web.Response:
@@ -254,7 +260,36 @@ def api_routes(
         )
         return web.json_response(alert_json(alert))
 
+    async def alert_reach(request: web.Request) -> web.Response:
+        """Reach per village and audience, and the unreached must-reach residents with who answers for them."""
+        _require(request, "read")
+        try:
+            limit = max(1, min(100_000, int(request.query.get("limit", str(UNREACHED_LIMIT)))))
+        except ValueError:
+            raise FieldError(t("limit 应为整数", "limit must be an integer"), field="limit") from None
+        view = await reach_view(request.app[broadcaster], request.match_info["id"], limit=limit)
+        if request.query.get("format") == "csv":
+            return web.Response(
+                text=reach_csv(view),
+                content_type="text/csv",
+                charset="utf-8",
+                headers={"Content-Disposition": f'attachment; filename="reach-{view["alert_id"]}.csv"'},
+            )
+        return web.json_response(view, dumps=_dumps)
+
+    async def alert_tasks(request: web.Request) -> web.Response:
+        """The cadres' task lists: per contact the signed page link, how many residents, how many confirmed."""
+        _require(request, "read")
+        service = request.app[broadcaster]
+        alert = await service.alerts.get(request.match_info["id"])
+        lists = await service.tasks.lists(alert)
+        return web.json_response(
+            {"alert_id": alert.id, "tasks": [dataclasses.asdict(task) for task in lists]}, dumps=_dumps
+        )
+
     return [
+        web.get("/api/v1/alerts/{id}/reach", alert_reach),
+        web.get("/api/v1/alerts/{id}/tasks", alert_tasks),
         web.post("/api/v1/alerts", create_alert),
         web.get("/api/v1/alerts", list_alerts),
         web.get("/api/v1/alerts/{id}", get_alert),

@@ -19,11 +19,13 @@ from warning.directory.importer import import_files
 from warning.directory.rows import RowProblem
 from warning.directory.store import Directory
 from warning.engine import Engine, channel_names, run_engine
+from warning.evidence import Evidence
 from warning.i18n import t
 from warning.sample.generate import sample_files
 from warning.store import Store, open_store
 from warning.users import Users
 from warning.web.api import api_routes, auth_middleware
+from warning.web.cadre import cadre_routes
 from warning.web.health import Metrics, health_routes, metrics_middleware
 from warning.web.hooks import hook_routes
 
@@ -40,6 +42,8 @@ BROADCASTER = web.AppKey("broadcaster", Broadcaster)
 DELIVERIES = web.AppKey("deliveries", Deliveries)
 USERS = web.AppKey("users", Users)
 TWILIO_TOKEN = web.AppKey("twilio_token", str)
+WECHAT_TOKEN = web.AppKey("wechat_token", str)
+EVIDENCE = web.AppKey("evidence", Evidence)
 ENGINE = web.AppKey("engine", Engine)
 BACKGROUND: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("background", set)
 CHANNELS = web.AppKey("channels", list)
@@ -53,6 +57,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         app[DIRECTORY] = Directory(store)
         app[BROADCASTER] = Broadcaster(store, settings)
         app[DELIVERIES] = app[BROADCASTER].deliveries
+        app[EVIDENCE] = Evidence(app[BROADCASTER])
         app[USERS] = Users(store.redis, store.keys)
         yield
 
@@ -63,6 +68,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         app[ENGINE] = engine
         app[RUNNING_CHANNELS] = engine.channels
         app[TWILIO_TOKEN] = engine.twilio.auth_token
+        app[WECHAT_TOKEN] = engine.wechat_token
         yield
     tasks = app[BACKGROUND]
     if tasks:
@@ -115,7 +121,10 @@ def build_app(
     app.cleanup_ctx.append(_engine_ctx)
     app.add_routes(health_routes(STORE, BROKER, DIRECTORY, METRICS, RUNNING_CHANNELS))
     app.add_routes(api_routes(BROADCASTER, BACKGROUND))
-    app.add_routes(hook_routes(settings.server.base_url, TWILIO_TOKEN, DELIVERIES))
+    app.add_routes(
+        hook_routes(settings.server.base_url, TWILIO_TOKEN, EVIDENCE, STORE, settings.wechat, WECHAT_TOKEN)
+    )
+    app.add_routes(cadre_routes(EVIDENCE))
     return app
 
 

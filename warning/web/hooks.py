@@ -1,12 +1,24 @@
-"""Provider webhooks: Twilio status callbacks, verified with Twilio's signature before anything changes."""
+"""Provider webhooks: Twilio SMS status callbacks and inbound SMS, and WeChat events.
+
+Every route checks the provider's signature before anything changes (403 otherwise) and drops
+replays (Twilio's `I-Twilio-Idempotency-Token`, WeChat's nonce) so each callback counts once; the
+ledgers' forward-only moves make reordering harmless. Voice call hooks live in voice_hooks.py.
+"""
 
 from __future__ import annotations
 
 import logging
-from aiohttp import web
+import time
 
-from warning.deliveries import Deliveries
-from warning.web.signatures import twilio_valid
+from aiohttp import web
+# No stubs ship for defusedxml; the ignore tolerates them being installed later.
+from defusedxml import ElementTree  # type: ignore[import-untyped,unused-ignore]
+from defusedxml.common import DefusedXmlException  # type: ignore[import-untyped,unused-ignore]
+
+from warning.config import WechatSettings
+from warning.evidence import Evidence
+from warning.store import Store
+from warning.web.signatures import first_time, twilio_valid, wechat_valid
 
 log = logging.getLogger(__name__)
 
@@ -20,25 +32,96 @@ _STATUS = {
     "undelivered": "F",
     "failed": "F",
 }
+_EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+_MAX_EVENT = 64 * 1024
 
 
 def hook_routes(
-    public_url: str, auth_token: web.AppKey[str], deliveries: web.AppKey[Deliveries]
+    public_url: str,
+    auth_token: web.AppKey[str],
+    evidence: web.AppKey[Evidence],
+    store: web.AppKey[Store],
+    wechat: WechatSettings,
+    wechat_token: web.AppKey[str],
 ) -> list[web.RouteDef]:
-    async def twilio_status(request: web.Request) -> web.Response:
-        """A delivery receipt: 403 and no change unless the X-Twilio-Signature matches our public URL."""
+    async def twilio_form(request: web.Request) -> dict[str, str] | None:
+        """The form if Twilio signed it and it is not a replay; None after answering 403 is due."""
         form = await request.post()
         params = {k: str(v) for k, v in form.items()}
         if not twilio_valid(public_url, request, params, request.app[auth_token]):
             log.warning("twilio callback with a bad signature refused", extra={"path": request.path})
-            return web.Response(status=403, text="invalid signature")
-        key = request.query.get("d", "")
-        parts = key.split(":", 3)
+            raise web.HTTPForbidden(text="invalid signature")
+        s = request.app[store]
+        if not await first_time(
+            s.redis, s.keys, "twilio", request.headers.get("I-Twilio-Idempotency-Token", "")
+        ):
+            return None
+        return params
+
+    async def twilio_status(request: web.Request) -> web.Response:
+        """An SMS delivery receipt."""
+        params = await twilio_form(request)
+        if params is None:
+            return web.Response(status=204)
         code = _STATUS.get(params.get("MessageStatus", ""))
-        if len(parts) != 4 or code is None or not parts[1].isdigit():
-            return web.Response(status=400, text="unknown delivery or status")
-        alert_id, version, ledger, recipient = parts
-        await request.app[deliveries].move(alert_id, int(version), ledger, [(recipient, code)])
+        if code is None:
+            return web.Response(status=400, text="unknown status")
+        if code == "S":
+            return web.Response(status=204)  # the worker recorded "sent" already
+        if not await request.app[evidence].delivery(request.query.get("d", ""), code):
+            return web.Response(status=400, text="unknown delivery")
         return web.Response(status=204)
 
-    return [web.post("/hooks/twilio/status", twilio_status)]
+    async def twilio_sms(request: web.Request) -> web.Response:
+        """An SMS to our number: a resident answering a warning (any reply shows they got it)."""
+        params = await twilio_form(request)
+        if params is not None:
+            await request.app[evidence].sms_reply(
+                params.get("From", ""), params.get("Body", ""), params.get("MessageSid", "")
+            )
+        return web.Response(text=_EMPTY_TWIML, content_type="text/xml")
+
+    def wechat_signed(request: web.Request) -> bool:
+        q = request.query
+        return wechat_valid(
+            request.app[wechat_token],
+            q.get("timestamp", ""),
+            q.get("nonce", ""),
+            q.get("signature", ""),
+            now=time.time(),
+            max_skew=wechat.max_skew,
+        )
+
+    async def wechat_verify(request: web.Request) -> web.Response:
+        """The Official Account backend checks the URL: echo `echostr` if the signature is ours."""
+        if not wechat_signed(request):
+            raise web.HTTPForbidden(text="invalid signature")
+        return web.Response(text=request.query.get("echostr", ""))
+
+    async def wechat_event(request: web.Request) -> web.Response:
+        """A WeChat event: TEMPLATESENDJOBFINISH says whether a template message reached the user."""
+        if not wechat_signed(request):
+            log.warning("wechat event with a bad signature refused")
+            raise web.HTTPForbidden(text="invalid signature")
+        s = request.app[store]
+        nonce = f"{request.query.get('timestamp', '')}:{request.query.get('nonce', '')}"
+        if not await first_time(s.redis, s.keys, "wechat", nonce):
+            return web.Response(text="success")
+        body = await request.content.read(_MAX_EVENT + 1)
+        if len(body) > _MAX_EVENT:
+            return web.Response(status=413, text="too large")
+        try:
+            root = ElementTree.fromstring(body)
+        except (ElementTree.ParseError, DefusedXmlException):
+            return web.Response(status=400, text="invalid xml")
+        if root.findtext("Event") == "TEMPLATESENDJOBFINISH":
+            status = root.findtext("Status") or ""
+            await request.app[evidence].wechat_result(root.findtext("MsgID") or "", status == "success")
+        return web.Response(text="success")
+
+    return [
+        web.post("/hooks/twilio/status", twilio_status),
+        web.post("/hooks/twilio/sms", twilio_sms),
+        web.get("/hooks/wechat", wechat_verify),
+        web.post("/hooks/wechat", wechat_event),
+    ]

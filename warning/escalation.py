@@ -1,0 +1,342 @@
+"""The escalation ladder (预警叫应): who is told, when, that must-reach residents are still unconfirmed.
+
+    esc:due          ZSET "{alert}|step|{i}" and "{alert}|spk|{delivery key}|{village}" → due time
+    esc:{alert}:log  STREAM every escalation: step, role, contact, village(s), residents, time
+    esc:{alert}:resp HASH village → "{step}|{contact}|{role}": who answers for the village now
+    esc:{alert}:fired HASH "{step}" / "spk|{device}" → time it fired (each fires once)
+    esc:{alert}:listed:{contact} SET residents read out to a contact (press 1 on the call confirms them)
+
+A step at index 0 with `notify = "cadre"` reminds every cadre with unconfirmed residents; steps for
+higher roles fire per village whose must-reach coverage is below `coverage_target`, and make that
+contact responsible for the village's unconfirmed residents. A step with nothing left to escalate
+records that and sends nothing; the ladder is dropped the moment every must-reach resident is
+confirmed, and when the alert is cancelled or expires. A loudspeaker not reported played within
+`speaker_play_within` (or reported failed) sends its village's cadre door to door.
+
+Deadlines live in the sorted set; `sweep` takes what is due, in bounded chunks, under the scheduler's
+Redis lock, so one process acts; every step's messages are idempotent (see notify.py), so a sweep
+that dies half-way is simply done again. The clock is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from warning.alerts import AlertStore
+from warning.config import EscalationSettings, EscalationStep
+from warning.deliveries import Deliveries
+from warning.directory.store import Directory
+from warning.model import Alert, AlertState, Contact, Role
+from warning.notify import Note, names_text, send_notes
+from warning.reach import Entry, Reach
+from warning.render.words import level_name
+from warning.tasks import Tasks, first_contact
+
+log = logging.getLogger(__name__)
+
+_ROLE_CHAIN = (Role.CADRE, Role.VILLAGE_HEAD, Role.TOWNSHIP_DUTY, Role.COUNTY_DUTY)
+ROLE_ZH = {"cadre": "村干部", "village_head": "村主任", "township_duty": "乡镇值班", "county_duty": "县值班"}
+SPEAKER_PURPOSE = "spk"
+
+
+@dataclass(frozen=True, slots=True)
+class Escalated:
+    """One recorded escalation: a contact told about residents (or a silent loudspeaker)."""
+
+    step: str  # "0", "1", … or "spk"
+    role: str
+    contact_id: str
+    contact_name: str
+    villages: tuple[str, ...]
+    residents: int
+    at: float
+    detail: str = ""
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "step": self.step,
+            "role": self.role,
+            "contact": self.contact_id,
+            "name": self.contact_name,
+            "villages": ",".join(self.villages),
+            "residents": str(self.residents),
+            "at": f"{self.at:.3f}",
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_fields(cls, d: dict[Any, Any]) -> Escalated:
+        g = {str(k): str(v) for k, v in d.items()}
+        return cls(
+            g["step"],
+            g["role"],
+            g["contact"],
+            g.get("name", ""),
+            tuple(v for v in g.get("villages", "").split(",") if v),
+            int(g.get("residents", "0")),
+            float(g["at"]),
+            g.get("detail", ""),
+        )
+
+
+class Escalation:
+    def __init__(
+        self,
+        *,
+        alerts: AlertStore,
+        reach: Reach,
+        directory: Directory,
+        deliveries: Deliveries,
+        tasks: Tasks,
+        settings: EscalationSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.alerts = alerts
+        self.reach = reach
+        self.directory = directory
+        self.deliveries = deliveries
+        self.tasks = tasks
+        self.settings = settings
+        self.clock = clock
+        self.redis = reach.redis
+        self.keys = reach.keys
+        self.due_key = self.keys.key("esc", "due")
+        self._intersection = self.redis.register_script("return #redis.call('SINTER', KEYS[1], KEYS[2])")
+
+    def _key(self, alert_id: str, part: str) -> str:
+        return self.keys.key("esc", alert_id, part)
+
+    # -- scheduling ---------------------------------------------------------------------------------
+
+    async def schedule(self, alert: Alert) -> int:
+        """Put the alert's ladder on the clock (from its issue time); idempotent. Returns steps scheduled."""
+        if not await self.reach.open_count(alert.id):
+            return 0
+        start = (await self.reach.milestones(alert.id)).get("issued", self.clock())
+        members = {f"{alert.id}|step|{i}": start + step.after for i, step in enumerate(self.settings.steps)}
+        await self.redis.zadd(self.due_key, dict(members), nx=True)
+        return len(members)
+
+    async def watch_speaker(
+        self, alert_id: str, delivery_key: str, village: str, *, now: bool = False
+    ) -> None:
+        """A loudspeaker command went out (or failed): if it is not played in time, its village's cadre goes."""
+        due = self.clock() + (0.0 if now else self.settings.speaker_play_within)
+        member = f"{alert_id}|spk|{delivery_key}|{village}"
+        await self.redis.zadd(self.due_key, {member: due}, nx=not now, lt=now)
+
+    async def stop(self, alert_id: str) -> int:
+        """Drop the alert's remaining steps (everyone confirmed, or the alert ended); returns how many."""
+        members = [f"{alert_id}|step|{i}" for i in range(len(self.settings.steps))]
+        return int(await self.redis.zrem(self.due_key, *members))
+
+    # -- sweeping -----------------------------------------------------------------------------------
+
+    async def sweep(self, limit: int = 200) -> list[Escalated]:
+        """Fire everything due now, `limit` at a time, until nothing is due; returns what was escalated."""
+        fired: list[Escalated] = []
+        while True:
+            due = await self.redis.zrangebyscore(self.due_key, "-inf", self.clock(), start=0, num=limit)
+            if not due:
+                return fired
+            for member in map(str, due):
+                fired += await self._fire(member)
+                await self.redis.zrem(self.due_key, member)
+
+    async def _fire(self, member: str) -> list[Escalated]:
+        alert_id, kind, rest = member.split("|", 2)
+        alert = await self.alerts.find(alert_id)
+        if alert is None or alert.state is not AlertState.ISSUED:
+            return []  # cancelled or expired: nobody is escalated any more
+        if kind == "step":
+            index = int(rest)
+            if index >= len(self.settings.steps):
+                return []
+            return await self._step(alert, index, self.settings.steps[index])
+        delivery_key, village = rest.rsplit("|", 1)
+        return await self._silent_speaker(alert, delivery_key, village)
+
+    async def _once(self, alert_id: str, name: str) -> bool:
+        return bool(await self.redis.hsetnx(self._key(alert_id, "fired"), name, f"{self.clock():.3f}"))
+
+    async def _step(self, alert: Alert, index: int, step: EscalationStep) -> list[Escalated]:
+        if not await self._once(alert.id, str(index)):
+            return []  # fired before
+        by_owner: dict[str, list[Entry]] = defaultdict(list)
+        async for entries in self.reach.open_residents(alert.id):
+            for entry in entries:
+                by_owner[entry.cadre].append(entry)
+        if not by_owner:
+            await self.stop(alert.id)
+            await self._record(
+                alert.id, Escalated(str(index), step.notify, "", "", (), 0, self.clock(), "resolved")
+            )
+            return []
+        if step.notify == Role.CADRE.value:
+            groups = dict(by_owner)
+        else:
+            groups = await self._by_role(alert, step.notify, [e for es in by_owner.values() for e in es])
+        done: list[Escalated] = []
+        notes: list[Note] = []
+        for contact_id, entries in sorted(groups.items()):
+            contact = await self.directory.contact(contact_id) if contact_id else None
+            villages = tuple(sorted({e.village for e in entries}))
+            record = Escalated(
+                str(index),
+                contact.role.value if contact else step.notify,
+                contact_id,
+                contact.name if contact else "",
+                villages,
+                len(entries),
+                self.clock(),
+                "" if contact else "no contact with this role covers these villages",
+            )
+            await self._record(alert.id, record)
+            done.append(record)
+            if contact is None:
+                log.error(
+                    "escalation found nobody to notify",
+                    extra={"alert": alert.id, "step": index, "role": step.notify, "villages": villages},
+                )
+                continue
+            if step.notify != Role.CADRE.value:
+                await self.redis.hset(
+                    self._key(alert.id, "resp"),
+                    mapping=dict.fromkeys(villages, f"{index}|{contact.id}|{contact.role.value}"),
+                )
+            listed = [e.resident for e in entries]
+            await self.redis.sadd(self._key(alert.id, f"listed:{contact.id}"), *listed)
+            await self.redis.sadd(self._key(alert.id, "escalated"), *listed)
+            notes.append(
+                Note(
+                    contact,
+                    await self._text(alert, contact, entries),
+                    villages[0] if len(villages) == 1 else "",
+                )
+            )
+        await send_notes(self.deliveries, alert, f"esc{index}", step.channels, notes)
+        log.warning(
+            "escalation step fired",
+            extra={"alert": alert.id, "step": index, "role": step.notify, "contacts": len(notes)},
+        )
+        return done
+
+    async def _by_role(self, alert: Alert, role: str, entries: Sequence[Entry]) -> dict[str, list[Entry]]:
+        """Group unconfirmed residents by the contact of `role` over villages below the coverage target."""
+        counts = await self.reach.counts(alert.id)
+        wanted = _ROLE_CHAIN[_ROLE_CHAIN.index(Role(role)) :]
+        contact_of: dict[str, str] = {}
+        groups: dict[str, list[Entry]] = defaultdict(list)
+        for entry in entries:
+            village = entry.village
+            scope = counts.scope(f"mv:{village}")
+            coverage = (
+                (scope["acknowledged"] + scope["confirmed"]) / scope["total"] if scope["total"] else 1.0
+            )
+            if coverage >= self.settings.coverage_target:
+                continue
+            if village not in contact_of:
+                contact_of[village] = await first_contact(self.directory, village, wanted)
+            groups[contact_of[village]].append(entry)
+        return groups
+
+    async def _text(self, alert: Alert, contact: Contact, entries: Sequence[Entry]) -> str:
+        residents = [r for r in [await self.directory.resident(e.resident) for e in entries[:8]] if r]
+        names = names_text([r.name for r in residents] + ["?"] * (len(entries) - len(residents)))
+        villages = await self.directory.villages(sorted({e.village for e in entries}))
+        where = "、".join(v.name for v in villages[:5]) + ("等村" if len(villages) > 5 else "")
+        mark = "【演练】" if alert.exercise else ""
+        confirm = "全部已上门确认请按1。" if self.settings.voice_confirm else ""
+        link = await self.tasks.link(alert, contact.id)
+        return (
+            f"{mark}{contact.name}同志：{alert.event}{level_name(alert.level, 'zh-CN')}预警，"
+            f"{where}仍有重点人员未确认安全：{names}。请立即上门或电话确认并回报。{confirm}任务清单：{link}"
+        )
+
+    async def _silent_speaker(self, alert: Alert, delivery_key: str, village: str) -> list[Escalated]:
+        alert_id, version, ledger, recipient = delivery_key.split(":", 3)
+        state = await self.deliveries.state(alert_id, int(version), ledger, recipient)
+        if state == "delivered":
+            return []  # it played
+        device = recipient.removeprefix("s:")
+        if not await self._once(alert.id, f"spk|{device}"):
+            return []
+        cadres = await self.directory.contacts_for(village, Role.CADRE)
+        cadre_id = cadres[0].id if cadres else await first_contact(self.directory, village, _ROLE_CHAIN[1:])
+        contact = await self.directory.contact(cadre_id) if cadre_id else None
+        speaker = await self.directory.speaker(device)
+        places = await self.directory.villages([village])
+        where = f"{places[0].name if places else village}{speaker.name if speaker else device}"
+        record = Escalated(
+            SPEAKER_PURPOSE,
+            contact.role.value if contact else "",
+            contact.id if contact else "",
+            contact.name if contact else "",
+            (village,),
+            0,
+            self.clock(),
+            f"loudspeaker {device} {state or 'silent'}",
+        )
+        await self._record(alert.id, record)
+        if contact is not None:
+            mark = "【演练】" if alert.exercise else ""
+            text = (
+                f"{mark}{contact.name}同志：{where}的大喇叭未能播放{alert.event}预警（{state or '无回应'}），"
+                "请立即上门逐户通知，并检查设备。"
+            )
+            await send_notes(
+                self.deliveries,
+                alert,
+                f"{SPEAKER_PURPOSE}",
+                self.settings.task_channel_names,
+                [Note(contact, text, village)],
+            )
+        return [record]
+
+    async def _record(self, alert_id: str, record: Escalated) -> None:
+        await self.redis.xadd(self._key(alert_id, "log"), record.to_fields())  # type: ignore[arg-type]
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    async def log(self, alert_id: str) -> list[Escalated]:
+        entries: Any = await self.redis.xrange(self._key(alert_id, "log"))
+        return [Escalated.from_fields(fields) for _, fields in entries or []]
+
+    async def responsible(self, alert_id: str) -> dict[str, tuple[str, str]]:
+        """Village → (contact id, role) of the highest step that fired for it."""
+        raw = await self.redis.hgetall(self._key(alert_id, "resp"))
+        out = {}
+        for village, value in raw.items():
+            _, contact, role = str(value).split("|", 2)
+            out[str(village)] = (contact, role)
+        return out
+
+    async def listed(self, alert_id: str, contact_id: str) -> list[str]:
+        """Residents read out to a contact by escalation messages (what press 1 on their call confirms)."""
+        return sorted(map(str, await self.redis.smembers(self._key(alert_id, f"listed:{contact_id}"))))
+
+    async def escalated_open(self, alert_id: str) -> int:
+        """Must-reach residents still unconfirmed who sit on a named contact's escalation list."""
+        keys = [self._key(alert_id, "escalated"), self.reach.key(alert_id, "open")]
+        return int(await self._intersection(keys=keys))  # SINTERCARD needs Redis 7; the embedded one is 6
+
+    async def is_escalated(self, alert_id: str, residents: list[str]) -> list[bool]:
+        if not residents:
+            return []
+        flags = await self.redis.smismember(self._key(alert_id, "escalated"), residents)
+        return [bool(f) for f in flags]
+
+    async def pending(self, alert_id: str) -> list[tuple[str, float]]:
+        """The alert's steps still on the clock: (member, due time)."""
+        raw: Any = await self.redis.zrange(self.due_key, 0, -1, withscores=True)
+        return [(str(m), float(s)) for m, s in raw if str(m).startswith(f"{alert_id}|")]
+
+
+def escalation_json(record: Escalated) -> dict[str, Any]:
+    fields: dict[str, Any] = dict(record.to_fields())
+    return fields | {"at": record.at, "residents": record.residents, "villages": list(record.villages)}
