@@ -91,6 +91,7 @@ class Broadcaster:
             deliveries=self.deliveries,
             tasks=self.tasks,
             settings=settings.escalation,
+            clock=lambda: self.reach.clock(),
         )
 
     # -- issuing ------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ _MOVES = {
     "s": "qr",
     "r": "sS",  # S → r: a voice call that was busy or unanswered is placed again
     "S": "s",
-    "D": "sSA",
+    "D": "sSAF",  # F → D: a late "delivered" receipt is stronger evidence than an earlier "undelivered"
     "A": "s",
     "F": "qrsSA",
     "X": "qrs",

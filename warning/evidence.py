@@ -242,7 +242,7 @@ class Evidence:
                 actor=by, role="cadre", action="confirm", obj=alert.id, result="forbidden", detail=resident
             )
             raise ForbiddenTask(resident)
-        now = self.service.escalation.clock()  # one clock for deadlines and confirmations (tests inject it)
+        now = self.reach.clock()  # one clock for deadlines and confirmations (tests inject it)
         late = now > await self.service.tasks.deadline(alert)
         result = await self.reach.confirm(
             alert.id, resident, Confirmation(outcome, by, now, note[:500], late)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -237,6 +237,7 @@ class Reach:
     def __init__(self, redis: Redis, keys: Keyspace) -> None:
         self.redis = redis
         self.keys = keys
+        self.clock: Callable[[], float] = time.time  # injectable for tests of deadlines and timings
         self._register = redis.register_script(_REGISTER)
         self._evidence = redis.register_script(_EVIDENCE)
         self._confirm = redis.register_script(_CONFIRM)
@@ -275,7 +276,7 @@ class Reach:
         if not residents:
             return ""
         rank, target = EVIDENCE[source][code]
-        args = [source, code, str(rank), target, f"{now or time.time():.3f}", *residents]
+        args = [source, code, str(rank), target, f"{now or self.clock():.3f}", *residents]
         return str(await self._evidence(keys=self._base_keys(alert_id), args=args))
 
     async def confirm(self, alert_id: str, resident: str, confirmation: Confirmation) -> str:
@@ -293,12 +294,12 @@ class Reach:
 
     async def milestone(self, alert_id: str, name: str, when: float | None = None) -> bool:
         """Note the first time something happened (e.g. "first_sent"); True if this was the first."""
-        return bool(await self.redis.hsetnx(self.key(alert_id, "t"), name, f"{when or time.time():.3f}"))
+        return bool(await self.redis.hsetnx(self.key(alert_id, "t"), name, f"{when or self.clock():.3f}"))
 
     async def village_heard(self, alert_id: str, village: str, when: float | None = None) -> bool:
         """Note that a loudspeaker played in `village`; True the first time (its residents get evidence)."""
         return bool(
-            await self.redis.hsetnx(self.key(alert_id, "heard"), village, f"{when or time.time():.3f}")
+            await self.redis.hsetnx(self.key(alert_id, "heard"), village, f"{when or self.clock():.3f}")
         )
 
     # -- reading ------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def settings_for(store: Store) -> Settings:
 async def issue(store: Store, area: str = VILLAGE) -> tuple[Broadcaster, Clock, Alert]:
     service = Broadcaster(store, settings_for(store))
     clock = Clock()
-    service.escalation.clock = clock
+    service.reach.clock = clock
     request = AlertRequest(
         event="台风",
         level=Level.ORANGE,
