@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import time
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,19 +21,25 @@ from aiohttp import web
 
 from warning.broadcast import AlertRequest
 from warning.cli_broadcast import print_counts, wait_for_deliveries
-from warning.config import MqttSettings, RedisSettings, Settings, TwilioSettings
+from warning.cli_reach import print_reach
+from warning.config import EscalationStep, MqttSettings, RedisSettings, Settings, TwilioSettings
 from warning.deliveries import ChannelCounts
 from warning.errors import UsageError
-from warning.i18n import t
+from warning.escalation import ROLE_ZH
+from warning.i18n import current_language, t
 from warning.model import Level
 from warning.progress import ProgressBar
+from warning.sandbox.cadres import CadreSimulator
 from warning.sandbox.speakers import SpeakerSimulator
 from warning.store.embedded import EmbeddedRedis
 from warning.textable import render
-from warning.web.app import BROADCASTER, BROKER, DIRECTORY, ENGINE, STORE, build_app
+from warning.views import reach_view
+from warning.web.app import BROADCASTER, BROKER, DIRECTORY, ENGINE, EVIDENCE, STORE, build_app
 
 DEMO_TOWNSHIP = "331099101"
 RECEIPT_GRACE = 10.0  # seconds to wait for the sandbox's delivery receipts after the last send
+MINUTE = 0.5  # real seconds per minute of the drill's night: the hour-long ladder plays in 30 s
+OFFLINE_SPEAKERS = 1  # loudspeakers left offline, so the drill shows a silent one escalated
 
 
 def _free_port(host: str) -> int:
@@ -54,6 +61,23 @@ def demo_settings(settings: Settings) -> Settings:
         twilio=TwilioSettings(),  # no account: the sandbox
         # The sandbox has no sending cap; a real account's rate comes from the user's config.
         sms=replace(settings.sms, rate_per_second=max(settings.sms.rate_per_second, 500.0), burst=100),
+        voice=replace(settings.voice, rate_per_second=50.0, burst=20, retry_after=2 * MINUTE, max_attempts=2),
+        # The ladder of the night, in drill time: 15, 30, 45 and 60 minutes.
+        escalation=replace(
+            settings.escalation,
+            confirm_within=15 * MINUTE,
+            speaker_play_within=5 * MINUTE,
+            sweep_every=0.25,
+            steps=tuple(
+                EscalationStep(after, notify, channels)
+                for after, notify, channels in (
+                    (15 * MINUTE, "cadre", ("wecom", "voice")),
+                    (30 * MINUTE, "village_head", ("voice", "sms")),
+                    (45 * MINUTE, "township_duty", ("voice", "sms")),
+                    (60 * MINUTE, "county_duty", ("voice", "sms")),
+                )
+            ),
+        ),
     )
 
 
@@ -83,16 +107,21 @@ async def run_demo(settings: Settings, *, keep_serving: bool = False) -> int:
         await site.start()
         directory, service, store = app[DIRECTORY], app[BROADCASTER], app[STORE]
         devices = [s.device_id async for batch in directory.stream_speakers([""]) for s in batch]
+        online = [d for d in devices if not d.startswith(f"spk-{DEMO_TOWNSHIP}")]
+        online += [d for d in devices if d.startswith(f"spk-{DEMO_TOWNSHIP}")][OFFLINE_SPEAKERS:]
         simulator = SpeakerSimulator(
-            app[BROKER], devices, topic_prefix=demo.mqtt.topic_prefix, fail_rate=0.05, seed=7
+            app[BROKER], online, topic_prefix=demo.mqtt.topic_prefix, fail_rate=0.05, seed=7
         )
         await simulator.start()
         print(
             t(
-                "演练：海屿县示例县已载入，{n} 个模拟大喇叭在线，短信走沙箱（不会发出真实短信）。",
-                "Drill: sample county loaded, {n} simulated loudspeakers online, SMS go to the sandbox "
-                "(no real SMS).",
-                n=len(devices),
+                "演练：海屿县示例县已载入，{n}/{all} 个模拟大喇叭在线；短信、电话、微信走沙箱（不会真实发出）；"
+                "夜里的1分钟在演练中是{m}秒。",
+                "Drill: sample county loaded, {n}/{all} simulated loudspeakers online; SMS, calls and WeChat go "
+                "to the sandboxes (nothing real is sent); a minute of the night lasts {m} s here.",
+                n=len(online),
+                all=len(devices),
+                m=MINUTE,
             )
         )
         request = AlertRequest(
@@ -116,13 +145,37 @@ async def run_demo(settings: Settings, *, keep_serving: bool = False) -> int:
                 tw=DEMO_TOWNSHIP,
             )
         )
+        stop_cadres = asyncio.Event()
+        cadres = CadreSimulator(app[EVIDENCE], alert, MINUTE)
+        cadre_task = asyncio.create_task(cadres.run(stop_cadres))
         counts = await wait_for_deliveries(service, store, alert)
         counts = await _wait_for_receipts(service, alert.id, counts)
         print()
-        print(t("== 送达报告 ==", "== Reach report =="))
+        print(t("== 送达报告 ==", "== Delivery report =="))
         print_counts(counts)
         print()
         _print_villages(await _village_rows(app, alert.id, alert.version, simulator))
+        await _night(service, alert, demo)
+        stop_cadres.set()
+        await cadre_task
+        view = await reach_view(service, alert.id)
+        print()
+        print(t("== 叫应汇总 ==", "== Call-and-answer (叫应) summary =="))
+        print_reach(view)
+        _print_escalations(view)
+        known = all(u["responsible"]["name"] for u in view["unreached"])
+        print(
+            t(
+                "模拟村干部回报 {c} 人（被拒 {r}），{s} 位负责人未回应。每位必达人员状态已知"
+                "（已确认，或在具名责任人的升级名单上）：{ok}",
+                "Simulated cadres confirmed {c} (refused {r}); {s} contacts never answered. Every must-reach "
+                "resident is in a known state (confirmed, or on a named person's escalation list): {ok}",
+                c=cadres.confirmed,
+                r=cadres.refused,
+                s=len(cadres.silent),
+                ok=t("是", "yes") if known else t("否", "NO"),
+            )
+        )
         sandbox = app[ENGINE].sandbox
         if sandbox is not None:
             print(
@@ -148,6 +201,52 @@ async def run_demo(settings: Settings, *, keep_serving: bool = False) -> int:
         if simulator is not None:
             await simulator.stop()
         await runner.cleanup()
+
+
+async def _night(service: Any, alert: Any, demo: Settings) -> None:
+    """Let the night run until the last escalation step is due (or everyone is confirmed), with progress."""
+    loop = asyncio.get_running_loop()
+    last = demo.escalation.steps[-1].after + 2 * MINUTE
+    issued = (await service.reach.milestones(alert.id)).get("issued", time.time())
+    bar = ProgressBar(t("叫应（夜间分钟）", "call-and-answer (minutes of the night)"))
+    end = loop.time() + max(0.0, issued + last - time.time())
+    while loop.time() < end:
+        left = end - loop.time()
+        bar.update(int((last - left) / MINUTE), int(last / MINUTE))
+        if not await service.reach.open_count(alert.id) and not await service.escalation.pending(alert.id):
+            break
+        await asyncio.sleep(0.25)
+    bar.close()
+    await service.escalation.sweep()
+
+
+def _print_escalations(view: dict[str, Any]) -> None:
+    rows = [
+        [
+            e["step"],
+            ROLE_ZH.get(e["role"], e["role"]) if current_language() == "zh-CN" else e["role"],
+            e["name"] or e["contact"] or "-",
+            ",".join(e["villages"])[:40],
+            e["residents"],
+            e["detail"],
+        ]
+        for e in view["escalations"]
+    ]
+    if rows:
+        print(t("升级记录：", "Escalations:"))
+        print(
+            render(
+                [
+                    t("步", "step"),
+                    t("角色", "role"),
+                    t("通知", "notified"),
+                    t("村", "villages"),
+                    t("人数", "residents"),
+                    t("说明", "detail"),
+                ],
+                rows,
+            )
+        )
 
 
 async def _wait_for_receipts(

@@ -20,7 +20,15 @@ from warning.broker import BrokerAddress
 from warning.channels.base import Channel
 from warning.channels.registry import REGISTRY, ChannelContext
 from warning.channels.speaker import AckHandler, delivery_of
-from warning.config import Settings, TwilioSettings
+from warning.config import (
+    Settings,
+    SmsSettings,
+    SpeakerSettings,
+    TwilioSettings,
+    VoiceSettings,
+    WechatSettings,
+    WecomSettings,
+)
 from warning.errors import UsageError
 from warning.evidence import Evidence
 from warning.i18n import t
@@ -32,6 +40,17 @@ from warning.sandbox.twilio import (
     SANDBOX_FROM,
     TwilioSandbox,
     run_twilio_sandbox,
+)
+from warning.sandbox.wechat import (
+    SANDBOX_AGENTID,
+    SANDBOX_APPID,
+    SANDBOX_CORPID,
+    SANDBOX_CORPSECRET,
+    SANDBOX_SECRET,
+    SANDBOX_TEMPLATE_ID,
+    SANDBOX_TOKEN,
+    WechatSandbox,
+    run_wechat_sandbox,
 )
 from warning.scheduler import Job, run_scheduler
 from warning.store import Store
@@ -67,6 +86,51 @@ class Engine:
     twilio: TwilioSettings
     sandbox: TwilioSandbox | None
     wechat_token: str = ""  # signs WeChat events to /hooks/wechat (the sandbox's when none is configured)
+    wechat_sandbox: WechatSandbox | None = None
+
+
+@dataclass(frozen=True)
+class Weixin:
+    """The effective WeChat OA and WeCom accounts, and the token that signs OA events to us."""
+
+    wechat: WechatSettings
+    wecom: WecomSettings
+    event_token: str
+    sandbox: WechatSandbox | None
+
+
+@asynccontextmanager
+async def effective_weixin(settings: Settings) -> AsyncIterator[Weixin]:
+    """The configured OA/WeCom apps; a sandbox serves whichever has no credentials (announced loudly)."""
+    oa_ok = bool(settings.wechat.appid and settings.wechat.secret)
+    wecom_ok = bool(settings.wecom.corpid and settings.wecom.secret)
+    if oa_ok and wecom_ok:
+        yield Weixin(settings.wechat, settings.wecom, settings.wechat.token, None)
+        return
+    token = settings.wechat.token or SANDBOX_TOKEN
+    sandbox = WechatSandbox(event_token=token, event_url=f"{settings.server.base_url}/hooks/wechat")
+    async with run_wechat_sandbox(sandbox) as base_url:
+        wechat, wecom = settings.wechat, settings.wecom
+        if not oa_ok:
+            log.warning("no WeChat OA credentials: pushes go to the built-in SANDBOX at %s", base_url)
+            wechat = replace(
+                wechat,
+                base_url=base_url,
+                appid=SANDBOX_APPID,
+                secret=SANDBOX_SECRET,
+                template_id=SANDBOX_TEMPLATE_ID,
+                token=token,
+            )
+        if not wecom_ok:
+            log.warning("no WeCom credentials: app messages go to the built-in SANDBOX at %s", base_url)
+            wecom = replace(
+                wecom,
+                base_url=base_url,
+                corpid=SANDBOX_CORPID,
+                secret=SANDBOX_CORPSECRET,
+                agentid=SANDBOX_AGENTID,
+            )
+        yield Weixin(wechat, wecom, wechat.token, sandbox)
 
 
 @asynccontextmanager
@@ -114,9 +178,17 @@ async def run_engine(
     """Start the channels and their workers (and housekeeping); stop them all on exit."""
     broadcaster = Broadcaster(store, settings)
     evidence = Evidence(broadcaster)
-    async with effective_twilio(settings) as (twilio, sandbox):
+    links = await broadcaster.links.ready()
+    async with effective_twilio(settings) as (twilio, sandbox), effective_weixin(settings) as weixin:
         ctx = ChannelContext(
-            settings, store, broker, twilio, on_speaker_ack=playback_recorder(store, evidence)
+            settings,
+            store,
+            broker,
+            twilio,
+            weixin.wechat,
+            weixin.wecom,
+            links,
+            on_speaker_ack=playback_recorder(store, evidence),
         )
         started: dict[str, Channel] = {}
         stop = asyncio.Event()
@@ -149,7 +221,7 @@ async def run_engine(
                     )
                 tasks.append(asyncio.create_task(worker.run(stop), name=f"worker-{name}"))
             async with run_scheduler(store, broadcaster, settings.feeds, jobs):
-                yield Engine(broadcaster, started, twilio, sandbox, settings.wechat.token)
+                yield Engine(broadcaster, started, twilio, sandbox, weixin.event_token, weixin.sandbox)
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -159,7 +231,13 @@ async def run_engine(
 
 
 def _worker(settings: Settings, store: Store, broadcaster: Broadcaster, channel: Channel) -> ChannelWorker:
-    section = settings.sms if channel.name == "sms" else settings.speaker
+    sections: dict[str, SmsSettings | VoiceSettings | WechatSettings | WecomSettings | SpeakerSettings] = {
+        "sms": settings.sms,
+        "voice": settings.voice,
+        "wechat": settings.wechat,
+        "wecom": settings.wecom,
+    }
+    section = sections.get(channel.name, settings.speaker)
     limiter = RateLimiter(
         store.redis, store.keys, channel.name, rate=section.rate_per_second, burst=section.burst
     )

@@ -67,22 +67,34 @@ class Links:
             raise ValueError("server.secret must have at least 16 characters")
         self.base_url = base_url.rstrip("/")
 
-    async def _signing_key(self) -> bytes:
-        """`server.secret`, or the deployment's random key from Redis (made on first use)."""
+    async def ready(self) -> Links:
+        """Load the signing key (`server.secret`, or the deployment's random key from Redis, made on
+        first use); after this the synchronous `sign` works too."""
         if self._key is None:
             await self._redis.set(self._name, secrets.token_hex(32), nx=True)
             self._key = str(await self._redis.get(self._name)).encode()
-        return self._key
+        return self
+
+    def sign(self, purpose: str, alert_id: str, subject: str, expires: float) -> str:
+        """A token, synchronously (for channels building links per message); needs `ready()` first."""
+        body = json.dumps([purpose, alert_id, subject, int(expires)], separators=(",", ":")).encode()
+        return f"{_b64(body)}.{_b64(self._mac(body))}"
+
+    def url(self, purpose: str, alert_id: str, subject: str, expires: float) -> str:
+        """The public page URL carrying a token (`/c/…` for cadres, `/r/…` for residents); needs `ready()`."""
+        return f"{self.base_url}/{purpose}/{self.sign(purpose, alert_id, subject, expires)}"
 
     async def token(self, purpose: str, alert_id: str, subject: str, expires: float) -> str:
-        body = json.dumps([purpose, alert_id, subject, int(expires)], separators=(",", ":")).encode()
-        return f"{_b64(body)}.{_b64(await self._mac(body))}"
+        await self.ready()
+        return self.sign(purpose, alert_id, subject, expires)
 
     async def cadre_url(self, alert_id: str, contact_id: str, expires: float) -> str:
-        return f"{self.base_url}/c/{await self.token(CADRE, alert_id, contact_id, expires)}"
+        await self.ready()
+        return self.url(CADRE, alert_id, contact_id, expires)
 
     async def resident_url(self, alert_id: str, resident_id: str, expires: float) -> str:
-        return f"{self.base_url}/r/{await self.token(RESIDENT, alert_id, resident_id, expires)}"
+        await self.ready()
+        return self.url(RESIDENT, alert_id, resident_id, expires)
 
     async def verify(self, token: str, purpose: str, now: float | None = None) -> Claims:
         """The token's claims if it is ours, for `purpose`, and not expired.
@@ -95,7 +107,8 @@ class Links:
             body, mac = _unb64(body_text), _unb64(mac_text)
         except (binascii.Error, ValueError):
             raise LinkError("malformed link") from None
-        if not hmac.compare_digest(mac, await self._mac(body)):
+        await self.ready()
+        if not hmac.compare_digest(mac, self._mac(body)):
             raise LinkError("bad link signature")
         try:
             kind, alert_id, subject, expires = json.loads(body)
@@ -107,8 +120,10 @@ class Links:
             raise LinkError("link expired", expired=True)
         return Claims(kind, alert_id, subject, float(expires))
 
-    async def _mac(self, body: bytes) -> bytes:
-        return hmac.new(await self._signing_key(), body, hashlib.sha256).digest()[:18]
+    def _mac(self, body: bytes) -> bytes:
+        if self._key is None:
+            raise RuntimeError("Links.ready() was not awaited")
+        return hmac.new(self._key, body, hashlib.sha256).digest()[:18]
 
 
 def hash_token(token: str) -> str:

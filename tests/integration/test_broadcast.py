@@ -95,10 +95,21 @@ async def test_exact_recipients_once_each(
     # Each loudspeaker's `played` ack marked its delivery delivered.
     assert now["speaker"].counts == {"delivered": len(county.speakers_in(TOWNSHIP))}
     expected = county.phones_in(TOWNSHIP)
-    sent_to = Counter(m.to for m in sandbox.messages)
+    # Cadres with must-reach residents also get one task link (to their page), on its own ledger.
+    warnings = [m for m in sandbox.messages if "/c/" not in m.body]
+    links = [m for m in sandbox.messages if "/c/" in m.body]
+    sent_to = Counter(m.to for m in warnings)
     assert set(sent_to) == expected
     assert max(sent_to.values()) == 1
     assert counts["sms"]["sent"] == len(expected)
+    vulnerable = {"elderly", "lives_alone", "no_smartphone", "disabled"}
+    cadres = {
+        r["cadre"]
+        for r in county.residents
+        if r["village"].startswith(TOWNSHIP) and vulnerable & set(r["tags"].split(";"))
+    }
+    phones = {c["id"]: c["phone"] for c in county.contacts}
+    assert Counter(m.to for m in links) == Counter(phones[c] for c in cadres)
     assert all(m.body.startswith("【演练】") for m in sandbox.messages)
     assert {device for device, n in sim.played.items() if n} == county.speakers_in(TOWNSHIP)
     commanded = {device for device, commands in sim.received.items() if commands}
@@ -199,7 +210,7 @@ async def test_flaky_provider_everyone_once(
         alert, _ = await running.broadcaster.issue(orange(area="331099101201"))
         counts = await settle(running.broadcaster, alert.id, within=120, channels=("sms",))
     expected = county.phones_in("331099101201")
-    sent_to = Counter(m.to for m in sandbox.messages)
+    sent_to = Counter(m.to for m in sandbox.messages if "/c/" not in m.body)  # not the cadre's task link
     assert set(sent_to) == expected and max(sent_to.values()) == 1
     assert counts["sms"]["sent"] == len(expected)
     assert sandbox.requests > len(expected), "the faults were exercised"
@@ -234,16 +245,19 @@ async def test_dead_letters_then_requeue(
         expected = len(county.phones_in(area))
         assert counts["sms"].get("dead") == expected and counts["sms"].get("sent", 0) == 0
         letters = await running.broadcaster.dead_letters("sms")
-        assert sum(len(letter.batch.recipients) for letter in letters) == expected
+        warnings = [letter for letter in letters if letter.batch.ledger == "sms"]
+        links = sum(len(letter.batch.recipients) for letter in letters if letter.batch.ledger == "sms.task")
+        assert sum(len(letter.batch.recipients) for letter in warnings) == expected
+        assert links == 1  # the village's cadre's task link went the same way
         assert all(letter.batch.attempt == 2 for letter in letters)
         assert sandbox.messages == []
 
         sandbox.set_faults(error_rate=0.0)
-        assert await running.broadcaster.requeue_dead("sms") == expected
-        counts = await settle(running.broadcaster, alert.id, channels=("sms",))
+        assert await running.broadcaster.requeue_dead("sms") == expected + links
+        counts = await settle(running.broadcaster, alert.id, channels=("sms", "sms.task"))
     assert counts["sms"].get("sent") == expected and counts["sms"].get("dead", 0) == 0
     assert await running.broadcaster.dead_letters("sms") == []
-    assert len(sandbox.messages) == expected
+    assert len(sandbox.messages) == expected + links
 
 
 async def test_red_goes_before_blue(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,13 +16,29 @@ from warning.channels.base import Capability, Channel, DeliveryResult, Message, 
 from warning.channels.registry import REGISTRY, ChannelContext
 from warning.config import TwilioSettings
 from warning.errors import DeliveryError
+from warning.links import Links
 from warning.model import Level
 from warning.sandbox.speakers import SpeakerSimulator
 from warning.sandbox.twilio import TwilioSandbox
+from warning.sandbox.wechat import (
+    SANDBOX_APPID,
+    SANDBOX_CORPID,
+    SANDBOX_CORPSECRET,
+    SANDBOX_SECRET,
+    SANDBOX_TEMPLATE_ID,
+    WechatSandbox,
+    run_wechat_sandbox,
+)
 from warning.store import Store
 
 # A valid address per channel, and one the provider refuses for good (None: the channel has none).
-ADDRESSES = {"sms": ("+8617400000001", "+15005550001"), "speaker": ("spk-contract-1", None)}
+ADDRESSES = {
+    "sms": ("+8617400000001", "+15005550001"),
+    "voice": ("+8617400000001", "+15005550001"),
+    "speaker": ("spk-contract-1", None),
+    "wechat": ("oContract_good_openid", "oContract_unsubscribed"),
+    "wecom": ("ZhangSan", "NobodyHere"),
+}
 
 
 def _message(channel: str, address: str, *, expires: datetime | None = None) -> Message:
@@ -48,12 +65,30 @@ async def channel(
     """Each registered channel, built by its factory and started against its real peer."""
     _, twilio = twilio_sandbox
     settings = engine_settings(store, twilio)
-    built = REGISTRY[request.param](ChannelContext(settings, store, broker, twilio))
-    simulator = None
-    if request.param == "speaker":
-        simulator = SpeakerSimulator(
-            broker, [ADDRESSES["speaker"][0]], topic_prefix=settings.mqtt.topic_prefix
+    weixin = WechatSandbox(unsubscribed=["oContract_unsubscribed"], unknown_users=["NobodyHere"])
+    async with run_wechat_sandbox(weixin) as weixin_url:
+        wechat = replace(
+            settings.wechat,
+            base_url=weixin_url,
+            appid=SANDBOX_APPID,
+            secret=SANDBOX_SECRET,
+            template_id=SANDBOX_TEMPLATE_ID,
         )
+        wecom = replace(settings.wecom, base_url=weixin_url, corpid=SANDBOX_CORPID, secret=SANDBOX_CORPSECRET)
+        links = await Links(store.redis, store.keys, secret="", base_url="http://127.0.0.1:9").ready()
+        context = ChannelContext(settings, store, broker, twilio, wechat, wecom, links)
+        async for built in _started(request.param, context, broker, settings.mqtt.topic_prefix):
+            yield built
+
+
+async def _started(
+    name: str, context: ChannelContext, broker: BrokerAddress, topic_prefix: str
+) -> AsyncIterator[Channel]:
+    built = REGISTRY[name](context)
+    request_param = name
+    simulator = None
+    if request_param == "speaker":
+        simulator = SpeakerSimulator(broker, [ADDRESSES["speaker"][0]], topic_prefix=topic_prefix)
         await simulator.start()
     await built.start()
     try:

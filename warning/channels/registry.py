@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from warning.broker import BrokerAddress
-from warning.channels.base import Channel
+from warning.channels.base import Channel, Message
 from warning.channels.sms import SmsChannel
 from warning.channels.speaker import AckHandler, SpeakerChannel
-from warning.config import Settings, TwilioSettings
+from warning.channels.voice import HOOKS_PATH, VoiceChannel
+from warning.channels.wechat import WechatChannel, WecomChannel
+from warning.config import Settings, TwilioSettings, WechatSettings, WecomSettings
+from warning.links import CADRE, RESIDENT, Links
 from warning.store import Store
+
+_LINK_LIFETIME = 2 * 86400.0  # seconds a link of an alert without `expires` works
 
 
 @dataclass(frozen=True)
@@ -21,7 +27,24 @@ class ChannelContext:
     store: Store
     broker: BrokerAddress
     twilio: TwilioSettings
+    wechat: WechatSettings  # the effective accounts: the sandbox's when none is configured
+    wecom: WecomSettings
+    links: Links  # ready(): signs per-message links synchronously
     on_speaker_ack: AckHandler | None = None  # playback reports, for the delivery ledger
+
+
+def page_link(links: Links) -> Callable[[Message], str]:
+    """Each message's signed page: a resident's confirm page, or a contact's task list."""
+
+    def link(message: Message) -> str:
+        kind, _, subject = message.recipient.partition(":")
+        purpose = {"r": RESIDENT, "c": CADRE}.get(kind)
+        if purpose is None:
+            return ""
+        expires = message.expires.timestamp() if message.expires else time.time() + _LINK_LIFETIME
+        return links.url(purpose, message.alert_id, subject, expires)
+
+    return link
 
 
 def _sms(ctx: ChannelContext) -> Channel:
@@ -42,7 +65,27 @@ def _speaker(ctx: ChannelContext) -> Channel:
     )
 
 
+def _voice(ctx: ChannelContext) -> Channel:
+    return VoiceChannel(
+        ctx.twilio,
+        ctx.settings.voice,
+        store=ctx.store,
+        hooks_url=f"{ctx.settings.server.base_url}{HOOKS_PATH}",
+    )
+
+
+def _wechat(ctx: ChannelContext) -> Channel:
+    return WechatChannel(ctx.wechat, store=ctx.store, link=page_link(ctx.links))
+
+
+def _wecom(ctx: ChannelContext) -> Channel:
+    return WecomChannel(ctx.wecom, store=ctx.store, link=page_link(ctx.links))
+
+
 REGISTRY: dict[str, Callable[[ChannelContext], Channel]] = {
     "sms": _sms,
+    "voice": _voice,
+    "wechat": _wechat,
+    "wecom": _wecom,
     "speaker": _speaker,
 }

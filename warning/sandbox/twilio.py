@@ -1,11 +1,14 @@
-"""The Twilio sandbox: an emulation of Twilio's Messages API over real HTTP, for drills, demos and tests.
+"""The Twilio sandbox: Twilio's Messages and Calls APIs emulated over real HTTP, for drills, demos and tests.
 
-It answers what the twilio library and our SMS channel send — `POST /2010-04-01/Accounts/{sid}/
-Messages.json` with HTTP Basic auth, `GET …/Messages/{sid}.json`, `GET /2010-04-01/Accounts/{sid}.json`
-— with Twilio's JSON shapes and error codes, and later POSTs signed status callbacks (sent, then
-delivered / undelivered / failed). Faults (`twilio_faults.Faults`) make it slow, flaky, rate-limited,
-hanging or hard-capped, deterministically for a given seed. Inspection for tests and drills:
-`GET /_sandbox/messages`, `GET|POST /_sandbox/faults`, and the attributes of `TwilioSandbox`.
+It answers what the twilio library and our SMS and voice channels send — `POST /2010-04-01/Accounts/
+{sid}/Messages.json` with HTTP Basic auth, `GET …/Messages/{sid}.json`, `POST …/Calls.json`,
+`GET …/Calls/{sid}.json`, `GET /2010-04-01/Accounts/{sid}.json` — with Twilio's JSON shapes and error
+codes, and later POSTs signed status callbacks (sent, then delivered / undelivered / failed). Calls are
+played out by simulated callees (`twilio_calls`): they ring, answer or not, fetch the call's TwiML and
+press keys. Faults (`twilio_faults.Faults`) make it slow, flaky, rate-limited, hanging or hard-capped,
+deterministically for a given seed. Inspection for tests and drills: `GET /_sandbox/messages`,
+`GET /_sandbox/calls`, `GET|POST /_sandbox/faults`, `GET|POST /_sandbox/callees`, and the attributes
+of `TwilioSandbox`.
 
 The default drill account uses Twilio's magic test numbers: `SANDBOX_FROM` (+15005550006) is a valid
 sender; +15005550001 is refused as invalid (21211), +15005550004 as unsubscribed (21610) and
@@ -22,7 +25,7 @@ import logging
 import math
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -31,6 +34,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from warning.sandbox.twilio_callbacks import CallbackSender
+from warning.sandbox.twilio_calls import Callees, SandboxCall, SandboxCalls
 from warning.sandbox.twilio_faults import Faults, SendCap
 from warning.sandbox.twilio_resources import (
     API_VERSION,
@@ -69,6 +73,7 @@ class TwilioSandbox:
         not_mobile: Iterable[str] = ("+15005550009",),
         invalid: Iterable[str] = ("+15005550001",),
         faults: Faults | None = None,
+        callees: Callees | None = None,
         seed: int | None = None,
         retain: int = 200_000,
     ) -> None:
@@ -94,9 +99,21 @@ class TwilioSandbox:
         self._by_content: Counter[tuple[str, str]] = Counter()
         self._rng = random.Random(seed)
         self._cap = SendCap()
+        self._call_cap = SendCap()  # Twilio limits calls per second apart from messages
         self._callbacks = CallbackSender(auth_token)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
+        self._calls = SandboxCalls(
+            account_sid=account_sid,
+            auth_token=auth_token,
+            directory=self.directory,
+            callees=callees or Callees(),
+            callbacks=self._callbacks,
+            rng=self._rng,
+            pace=lambda: self.faults.callback_delay,
+            spawn=self._spawn,
+            retain=retain,
+        )
 
     # ---- inspection and control (in process) ----
 
@@ -118,6 +135,32 @@ class TwilioSandbox:
         self.faults = self.faults.updated(changes)
         return self.faults
 
+    @property
+    def calls(self) -> list[SandboxCall]:
+        """Accepted calls, oldest first."""
+        return self._calls.calls
+
+    def call(self, sid: str) -> SandboxCall:
+        """The call with this sid.
+
+        Raises:
+            KeyError: no such call.
+        """
+        return self._calls.call(sid)
+
+    @property
+    def callees(self) -> Callees:
+        return self._calls.callees
+
+    def set_callees(self, **changes: Any) -> Callees:
+        """Change how callees behave (busy, no_answer, unreachable, silent, press, rates…) for new calls.
+
+        Raises:
+            ValueError: an unknown knob or a value of the wrong kind.
+        """
+        self._calls.callees = self._calls.callees.updated(changes)
+        return self._calls.callees
+
     def message(self, sid: str) -> SandboxMessage:
         """The message with this sid.
 
@@ -131,7 +174,7 @@ class TwilioSandbox:
         return [m for m in self.messages if m.to == to]
 
     async def drain(self, within: float = 10.0) -> None:
-        """Wait until every status lifecycle started so far has run to its final callback."""
+        """Wait until every message and call lifecycle started so far has run to its final callback."""
         async with asyncio.timeout(within):
             while self._tasks:
                 await asyncio.wait(set(self._tasks))
@@ -145,19 +188,28 @@ class TwilioSandbox:
         app.on_shutdown.append(self._on_shutdown)
         app.router.add_post(f"{_ACCOUNTS}/{{account}}/Messages.json", self._create, name="create")
         app.router.add_get(f"{_ACCOUNTS}/{{account}}/Messages/{{sid}}.json", self._fetch, name="fetch")
+        app.router.add_post(f"{_ACCOUNTS}/{{account}}/Calls.json", self._calls.create, name="create_call")
+        app.router.add_get(
+            f"{_ACCOUNTS}/{{account}}/Calls/{{sid}}.json", self._calls.fetch, name="fetch_call"
+        )
         app.router.add_get(f"{_ACCOUNTS}/{{account}}.json", self._account, name="account")
         app.router.add_get("/_sandbox/messages", self._inspect_messages)
+        app.router.add_get("/_sandbox/calls", self._inspect_calls)
         app.router.add_get("/_sandbox/faults", self._inspect_faults)
         app.router.add_post("/_sandbox/faults", self._change_faults)
+        app.router.add_get("/_sandbox/callees", self._inspect_callees)
+        app.router.add_post("/_sandbox/callees", self._change_callees)
         return app
 
     async def _resources(self, app: web.Application) -> AsyncIterator[None]:
         self._closing.clear()
         await self._callbacks.start()
+        await self._calls.start()
         yield
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._calls.aclose()
         await self._callbacks.aclose()
 
     async def _on_shutdown(self, app: web.Application) -> None:
@@ -195,7 +247,8 @@ class TwilioSandbox:
             self.in_flight -= 1
 
     async def _gated(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
-        creating = request.match_info.route.name == "create"
+        route = request.match_info.route.name
+        creating = route == "create"
         _RECEIVED.set(datetime.now(UTC))
         if creating:
             self.requests += 1
@@ -208,7 +261,8 @@ class TwilioSandbox:
         if request.path.startswith("/_sandbox/"):
             return await handler(request)
         faults = self.faults
-        if creating and not self._cap.admit(asyncio.get_running_loop().time(), faults.max_per_second):
+        cap = {"create": self._cap, "create_call": self._call_cap}.get(route or "")
+        if cap is not None and not cap.admit(asyncio.get_running_loop().time(), faults.max_per_second):
             return _error(ApiError(429, 20429, "Too Many Requests"), retry_after=1.0)
         delay = faults.latency + (self._rng.uniform(0, faults.jitter) if faults.jitter else 0.0)
         if delay:
@@ -256,10 +310,14 @@ class TwilioSandbox:
             for old in self.messages[:forgotten]:
                 del self._by_sid[old.sid]
             del self.messages[:forgotten]
-        task = asyncio.get_running_loop().create_task(self._lifecycle(message))
+        self._spawn(self._lifecycle(message))
+        return web.json_response(message.to_twilio(), status=201)
+
+    def _spawn(self, lifecycle: Coroutine[Any, Any, None]) -> None:
+        """Run a message or call lifecycle in the background; `drain` waits for it, shutdown cancels it."""
+        task = asyncio.get_running_loop().create_task(lifecycle)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return web.json_response(message.to_twilio(), status=201)
 
     async def _fetch(self, request: web.Request) -> web.Response:
         message = self._by_sid.get(request.match_info["sid"])
@@ -279,26 +337,27 @@ class TwilioSandbox:
                 "date_created": rfc2822(datetime(2024, 1, 1, tzinfo=UTC)),
                 "date_updated": rfc2822(datetime(2024, 1, 1, tzinfo=UTC)),
                 "uri": f"{uri}.json",
-                "subresource_uris": {"messages": f"{uri}/Messages.json"},
+                "subresource_uris": {"messages": f"{uri}/Messages.json", "calls": f"{uri}/Calls.json"},
             }
         )
 
     async def _inspect_messages(self, request: web.Request) -> web.Response:
         return web.json_response([m.to_json() for m in self.messages])
 
+    async def _inspect_calls(self, request: web.Request) -> web.Response:
+        return web.json_response([c.to_json() for c in self.calls])
+
     async def _inspect_faults(self, request: web.Request) -> web.Response:
         return web.json_response(self.faults.to_json())
 
     async def _change_faults(self, request: web.Request) -> web.Response:
-        try:
-            changes = await request.json()
-            if not isinstance(changes, dict):
-                raise ValueError("the body must be a JSON object of fault knobs")
-            faults = self.set_faults(**changes)
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            return web.json_response({"error": {"code": "invalid", "message": str(exc)}}, status=400)
-        log.info("sandbox faults changed: %s", faults)
-        return web.json_response(faults.to_json())
+        return await _change_knobs(request, "fault", lambda changes: self.set_faults(**changes).to_json())
+
+    async def _inspect_callees(self, request: web.Request) -> web.Response:
+        return web.json_response(self.callees.to_json())
+
+    async def _change_callees(self, request: web.Request) -> web.Response:
+        return await _change_knobs(request, "callee", lambda changes: self.set_callees(**changes).to_json())
 
     # ---- status lifecycle and callbacks ----
 
@@ -340,6 +399,21 @@ class TwilioSandbox:
         attempts, accepted = await self._callbacks.post(message.status_callback, params)
         message.callback_attempts += attempts
         message.callbacks_dropped += 0 if accepted else 1
+
+
+async def _change_knobs(
+    request: web.Request, kind: str, change: Callable[[dict[str, Any]], dict[str, Any]]
+) -> web.Response:
+    """Apply a JSON object of `kind` knobs with `change`; 400 naming the problem, and no change, if invalid."""
+    try:
+        changes = await request.json()
+        if not isinstance(changes, dict):
+            raise ValueError(f"the body must be a JSON object of {kind} knobs")
+        knobs = change(changes)
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        return web.json_response({"error": {"code": "invalid", "message": str(exc)}}, status=400)
+    log.info("sandbox %s knobs changed: %s", kind, knobs)
+    return web.json_response(knobs)
 
 
 def _error(exc: ApiError, *, retry_after: float | None = None) -> web.Response:

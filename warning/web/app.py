@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +28,7 @@ from warning.web.api import api_routes, auth_middleware
 from warning.web.cadre import cadre_routes
 from warning.web.health import Metrics, health_routes, metrics_middleware
 from warning.web.hooks import hook_routes
+from warning.web.voice_hooks import VoiceCallbacks, voice_routes
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ USERS = web.AppKey("users", Users)
 TWILIO_TOKEN = web.AppKey("twilio_token", str)
 WECHAT_TOKEN = web.AppKey("wechat_token", str)
 EVIDENCE = web.AppKey("evidence", Evidence)
+VOICE_CALLBACKS = web.AppKey("voice_callbacks", VoiceCallbacks)
 ENGINE = web.AppKey("engine", Engine)
 BACKGROUND: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("background", set)
 CHANNELS = web.AppKey("channels", list)
@@ -58,6 +60,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         app[BROADCASTER] = Broadcaster(store, settings)
         app[DELIVERIES] = app[BROADCASTER].deliveries
         app[EVIDENCE] = Evidence(app[BROADCASTER])
+        app[VOICE_CALLBACKS] = voice_callbacks(app[EVIDENCE])
         app[USERS] = Users(store.redis, store.keys)
         yield
 
@@ -73,6 +76,15 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     tasks = app[BACKGROUND]
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def voice_callbacks(evidence: Evidence) -> VoiceCallbacks:
+    """Keypresses and call outcomes go to the ledgers."""
+
+    async def on_status(key: str, status: str, attempt: int, params: Mapping[str, str]) -> None:
+        await evidence.voice_status(key, status, attempt)
+
+    return VoiceCallbacks(on_digits=evidence.voice_digits, on_status=on_status)
 
 
 async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -125,6 +137,9 @@ def build_app(
         hook_routes(settings.server.base_url, TWILIO_TOKEN, EVIDENCE, STORE, settings.wechat, WECHAT_TOKEN)
     )
     app.add_routes(cadre_routes(EVIDENCE))
+    app.add_routes(
+        voice_routes(settings.server.base_url, TWILIO_TOKEN, STORE, VOICE_CALLBACKS, settings.voice)
+    )
     return app
 
 

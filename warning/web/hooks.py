@@ -11,6 +11,7 @@ import logging
 import time
 
 from aiohttp import web
+
 # No stubs ship for defusedxml; the ignore tolerates them being installed later.
 from defusedxml import ElementTree  # type: ignore[import-untyped,unused-ignore]
 from defusedxml.common import DefusedXmlException  # type: ignore[import-untyped,unused-ignore]
