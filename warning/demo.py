@@ -134,8 +134,16 @@ async def run_demo(settings: Settings, *, keep_serving: bool = False) -> int:
             expires=datetime.now(UTC) + timedelta(hours=6),
             event_code="11B01",
         )
+        sandbox = app[ENGINE].sandbox
+        if sandbox is not None:  # a night like a real one: some phones unreachable, some calls unanswered
+            sandbox.set_faults(failure_rate=0.04)
+            sandbox.set_callees(answer_rate=0.8, press_rate=0.6)
+        alert = await service.prepare(request, actor="demo", role="operator")
+        stop_cadres = asyncio.Event()
+        cadres = CadreSimulator(app[EVIDENCE], alert, MINUTE)
+        cadre_task = asyncio.create_task(cadres.run(stop_cadres))
         bar = ProgressBar(t("排队（村）", "queuing (villages)"))
-        alert, _report = await service.issue(request, actor="demo", role="operator", progress=bar.update)
+        await service.fan_out(alert, progress=bar.update)
         bar.close()
         print(
             t(
@@ -145,9 +153,6 @@ async def run_demo(settings: Settings, *, keep_serving: bool = False) -> int:
                 tw=DEMO_TOWNSHIP,
             )
         )
-        stop_cadres = asyncio.Event()
-        cadres = CadreSimulator(app[EVIDENCE], alert, MINUTE)
-        cadre_task = asyncio.create_task(cadres.run(stop_cadres))
         counts = await wait_for_deliveries(service, store, alert)
         counts = await _wait_for_receipts(service, alert.id, counts)
         print()
@@ -176,7 +181,6 @@ async def run_demo(settings: Settings, *, keep_serving: bool = False) -> int:
                 ok=t("是", "yes") if known else t("否", "NO"),
             )
         )
-        sandbox = app[ENGINE].sandbox
         if sandbox is not None:
             print(
                 t(

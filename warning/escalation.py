@@ -23,8 +23,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from warning.alerts import AlertStore
@@ -33,7 +33,7 @@ from warning.deliveries import Deliveries
 from warning.directory.store import Directory
 from warning.model import Alert, AlertState, Contact, Role
 from warning.notify import Note, names_text, send_notes
-from warning.reach import Entry, Reach
+from warning.reach import Counts, Entry, Reach
 from warning.render.words import level_name
 from warning.tasks import Tasks, first_contact
 
@@ -82,6 +82,47 @@ class Escalated:
             float(g["at"]),
             g.get("detail", ""),
         )
+
+
+@dataclass
+class _Group:
+    """What one contact is told about: how many residents, a few names, which villages."""
+
+    count: int = 0
+    sample: list[str] = field(default_factory=list)
+    villages: set[str] = field(default_factory=set)
+
+    def add(self, entry: Entry, keep: int = 8) -> None:
+        self.count += 1
+        self.villages.add(entry.village)
+        if len(self.sample) < keep:
+            self.sample.append(entry.resident)
+
+
+class _Owners:
+    """Who a step escalates each open resident to: their cadre (step `cadre`), or the contact with the
+    step's role (or the next role up) over a village below the coverage target; None for a village at it."""
+
+    def __init__(self, escalation: Escalation, alert_id: str, role: str) -> None:
+        self._escalation = escalation
+        self._alert_id = alert_id
+        self._roles = _ROLE_CHAIN[_ROLE_CHAIN.index(Role(role)) :]
+        self._village: dict[str, str | None] = {}
+        self._counts: Counts | None = None
+
+    async def of(self, entry: Entry) -> str | None:
+        if self._roles[0] is Role.CADRE:
+            return entry.cadre
+        if entry.village not in self._village:
+            if self._counts is None:
+                self._counts = await self._escalation.reach.counts(self._alert_id)
+            scope = self._counts.scope(f"mv:{entry.village}")
+            done = scope["acknowledged"] + scope["confirmed"]
+            below = scope["total"] > 0 and done / scope["total"] < self._escalation.settings.coverage_target
+            self._village[entry.village] = (
+                await first_contact(self._escalation.directory, entry.village, self._roles) if below else None
+            )
+        return self._village[entry.village]
 
 
 class Escalation:
@@ -165,34 +206,45 @@ class Escalation:
         return bool(await self.redis.hsetnx(self._key(alert_id, "fired"), name, f"{self.clock():.3f}"))
 
     async def _step(self, alert: Alert, index: int, step: EscalationStep) -> list[Escalated]:
+        """Fire one step: stream the open residents (memory grows with contacts and villages, not with
+        residents), list each on the contact now responsible, then tell each contact once."""
         if not await self._once(alert.id, str(index)):
             return []  # fired before
-        by_owner: dict[str, list[Entry]] = defaultdict(list)
+        groups: dict[str, _Group] = defaultdict(_Group)
+        owner = _Owners(self, alert.id, step.notify)
         async for entries in self.reach.open_residents(alert.id):
+            listed: dict[str, list[str]] = defaultdict(list)
             for entry in entries:
-                by_owner[entry.cadre].append(entry)
-        if not by_owner:
-            await self.stop(alert.id)
+                contact_id = await owner.of(entry)
+                if contact_id is None:
+                    continue  # the village is at its coverage target
+                groups[contact_id].add(entry)
+                listed[contact_id].append(entry.resident)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for contact_id, residents in listed.items():
+                    if contact_id:
+                        pipe.sadd(self._key(alert.id, f"listed:{contact_id}"), *residents)
+                    pipe.sadd(self._key(alert.id, "escalated"), *residents)
+                await pipe.execute()
+        if not groups:
+            if not await self.reach.open_count(alert.id):
+                await self.stop(alert.id)
             await self._record(
                 alert.id, Escalated(str(index), step.notify, "", "", (), 0, self.clock(), "resolved")
             )
             return []
-        if step.notify == Role.CADRE.value:
-            groups = dict(by_owner)
-        else:
-            groups = await self._by_role(alert, step.notify, [e for es in by_owner.values() for e in es])
         done: list[Escalated] = []
         notes: list[Note] = []
-        for contact_id, entries in sorted(groups.items()):
+        for contact_id, group in sorted(groups.items()):
             contact = await self.directory.contact(contact_id) if contact_id else None
-            villages = tuple(sorted({e.village for e in entries}))
+            villages = tuple(sorted(group.villages))
             record = Escalated(
                 str(index),
                 contact.role.value if contact else step.notify,
                 contact_id,
                 contact.name if contact else "",
                 villages,
-                len(entries),
+                group.count,
                 self.clock(),
                 "" if contact else "no contact with this role covers these villages",
             )
@@ -209,16 +261,8 @@ class Escalation:
                     self._key(alert.id, "resp"),
                     mapping=dict.fromkeys(villages, f"{index}|{contact.id}|{contact.role.value}"),
                 )
-            listed = [e.resident for e in entries]
-            await self.redis.sadd(self._key(alert.id, f"listed:{contact.id}"), *listed)
-            await self.redis.sadd(self._key(alert.id, "escalated"), *listed)
-            notes.append(
-                Note(
-                    contact,
-                    await self._text(alert, contact, entries),
-                    villages[0] if len(villages) == 1 else "",
-                )
-            )
+            text = await self._text(alert, contact, group)
+            notes.append(Note(contact, text, villages[0] if len(villages) == 1 else ""))
         await send_notes(self.deliveries, alert, f"esc{index}", step.channels, notes)
         log.warning(
             "escalation step fired",
@@ -226,29 +270,10 @@ class Escalation:
         )
         return done
 
-    async def _by_role(self, alert: Alert, role: str, entries: Sequence[Entry]) -> dict[str, list[Entry]]:
-        """Group unconfirmed residents by the contact of `role` over villages below the coverage target."""
-        counts = await self.reach.counts(alert.id)
-        wanted = _ROLE_CHAIN[_ROLE_CHAIN.index(Role(role)) :]
-        contact_of: dict[str, str] = {}
-        groups: dict[str, list[Entry]] = defaultdict(list)
-        for entry in entries:
-            village = entry.village
-            scope = counts.scope(f"mv:{village}")
-            coverage = (
-                (scope["acknowledged"] + scope["confirmed"]) / scope["total"] if scope["total"] else 1.0
-            )
-            if coverage >= self.settings.coverage_target:
-                continue
-            if village not in contact_of:
-                contact_of[village] = await first_contact(self.directory, village, wanted)
-            groups[contact_of[village]].append(entry)
-        return groups
-
-    async def _text(self, alert: Alert, contact: Contact, entries: Sequence[Entry]) -> str:
-        residents = [r for r in [await self.directory.resident(e.resident) for e in entries[:8]] if r]
-        names = names_text([r.name for r in residents] + ["?"] * (len(entries) - len(residents)))
-        villages = await self.directory.villages(sorted({e.village for e in entries}))
+    async def _text(self, alert: Alert, contact: Contact, group: _Group) -> str:
+        residents = [r for r in [await self.directory.resident(rid) for rid in group.sample] if r]
+        names = names_text([r.name for r in residents], total=group.count)
+        villages = await self.directory.villages(sorted(group.villages))
         where = "、".join(v.name for v in villages[:5]) + ("等村" if len(villages) > 5 else "")
         mark = "【演练】" if alert.exercise else ""
         confirm = "全部已上门确认请按1。" if self.settings.voice_confirm else ""

@@ -82,6 +82,12 @@ class Evidence:
                     redial = [batch.audience, batch.village, recipient.language, recipient.address]
                     pipe.set(self._key("redial", key), json.dumps(redial), ex=_REMEMBER)
             await pipe.execute()
+        if batch.channel == "wechat":
+            for recipient, result in accepted:
+                early = await self.redis.getdel(self._key("wechat-early", result.provider_id))
+                if early is not None:
+                    key = f"{batch.alert_id}:{batch.version}:{batch.ledger}:{recipient.id}"
+                    await self.delivery(key, str(early))
 
     # -- provider receipts --------------------------------------------------------------------------
 
@@ -97,9 +103,16 @@ class Evidence:
         return True
 
     async def wechat_result(self, msgid: str, success: bool) -> bool:
-        """A TEMPLATESENDJOBFINISH event: the push reached the phone (or the user blocked it)."""
+        """A TEMPLATESENDJOBFINISH event: the push reached the phone (or the user blocked it).
+
+        The event may overtake the worker recording the msgid: then it waits, keyed by msgid, for
+        `on_sent` to apply it. Returns whether it was applied now."""
+        code = "D" if success else "F"
         key = await self.redis.get(self._key("wechat", msgid))
-        return await self.delivery(str(key), "D" if success else "F") if key else False
+        if key is None:
+            await self.redis.set(self._key("wechat-early", msgid), code, ex=_REMEMBER)
+            return False
+        return await self.delivery(str(key), code)
 
     async def sms_reply(self, phone: str, body: str, sid: str) -> str | None:
         """An SMS from a resident we messaged: any reply shows they got it (acknowledged). Returns the

@@ -63,7 +63,10 @@ def configure_logging(settings: LogSettings, *, quiet: bool = False) -> None:
     level = logging.getLevelName(settings.level.upper())
     root.setLevel(max(level, logging.WARNING) if quiet and level > logging.DEBUG else level)
     # Chatty libraries: their INFO is our DEBUG.
-    for name in ("transitions", "aiohttp.access", "apscheduler", "twilio"):
+    for name in ("transitions", "aiohttp.access", "twilio"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    # A periodic job still running at its next turn is skipped (max_instances=1, by design) and apscheduler
+    # warns each time; our job wrapper logs real failures itself.
+    logging.getLogger("apscheduler").setLevel(max(logging.ERROR, root.level))
     # amqtt warns about its own shutdown ("messages not broadcasted"); only its errors matter to us.
     logging.getLogger("amqtt").setLevel(max(logging.ERROR, root.level))

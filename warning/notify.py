@@ -41,7 +41,8 @@ async def send_notes(
     return queued
 
 
-def names_text(names: Sequence[str], limit: int = 8) -> str:
-    """ "张三、李四等12人" — short enough for one SMS whatever the list."""
-    shown = "、".join(names[:limit])
-    return f"{shown}等{len(names)}人" if len(names) > limit else f"{shown}（{len(names)}人）"
+def names_text(names: Sequence[str], *, total: int | None = None) -> str:
+    """ "张三、李四等12人" — short enough for one SMS whatever the list (`names` is a sample of `total`)."""
+    total = len(names) if total is None else total
+    shown = "、".join(names)
+    return f"{shown}等{total}人" if total > len(names) else f"{shown}（{total}人）"
