@@ -270,6 +270,22 @@ class Deliveries:
         queued, skipped = await self._enqueue(keys=keys, args=args)
         return int(queued), int(skipped)
 
+    async def enqueue_many(self, batches: Sequence[Batch], *, urgent: bool) -> dict[str, int]:
+        """`enqueue` for many small batches in one round trip; returns queued per ledger."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for batch in batches:
+                keys = [
+                    self.states_key(batch.alert_id, batch.version, batch.ledger),
+                    self.counts_key(batch.alert_id, batch.version, batch.ledger),
+                    self.stream_key(batch.channel, urgent),
+                ]
+                await self._enqueue(keys=keys, args=[batch.header(), batch.recipients_json()], client=pipe)
+            results = await pipe.execute()
+        queued: dict[str, int] = {}
+        for batch, (count, _) in zip(batches, results, strict=True):
+            queued[batch.ledger] = queued.get(batch.ledger, 0) + int(count)
+        return queued
+
     async def claim(self, batch: Batch) -> str:
         """Mark the batch's recipients `sending` if the alert is live; one decision code per recipient."""
         keys = [

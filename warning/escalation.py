@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,18 @@ class Escalated:
         )
 
 
+# KEYS: the escalated set. ARGV: listed-set key prefix, then resident, contact, … → "1"/"0" per pair:
+# whether the resident was new on that contact's list.
+_LIST = """
+local out = {}
+for i = 2, #ARGV, 2 do
+  out[#out + 1] = tostring(redis.call('SADD', ARGV[1] .. ARGV[i + 1], ARGV[i]))
+  redis.call('SADD', KEYS[1], ARGV[i])
+end
+return table.concat(out)
+"""
+
+
 @dataclass
 class _Group:
     """What one contact is told about: how many residents, a few names, which villages."""
@@ -92,11 +104,10 @@ class _Group:
     sample: list[str] = field(default_factory=list)
     villages: set[str] = field(default_factory=set)
 
-    def add(self, entry: Entry, keep: int = 8) -> None:
-        self.count += 1
-        self.villages.add(entry.village)
-        if len(self.sample) < keep:
-            self.sample.append(entry.resident)
+    def add(self, entries: list[Entry], new: int, keep: int = 8) -> None:
+        self.count += new
+        self.villages.update(e.village for e in entries)
+        self.sample += [e.resident for e in entries[: max(0, keep - len(self.sample))]]
 
 
 class _Owners:
@@ -147,6 +158,8 @@ class Escalation:
         self.redis = reach.redis
         self.keys = reach.keys
         self.due_key = self.keys.key("esc", "due")
+        self._names: dict[str, str] = {}  # village code → name (a county has thousands)
+        self._list = self.redis.register_script(_LIST)
         self._intersection = self.redis.register_script("return #redis.call('SINTER', KEYS[1], KEYS[2])")
 
     def _key(self, alert_id: str, part: str) -> str:
@@ -212,44 +225,54 @@ class Escalation:
             return []  # fired before
         groups: dict[str, _Group] = defaultdict(_Group)
         owner = _Owners(self, alert.id, step.notify)
-        async for entries in self.reach.open_residents(alert.id):
-            listed: dict[str, list[str]] = defaultdict(list)
+        async for entries in self.reach.open_residents(alert.id, dedupe=False):
+            listed: dict[str, list[Entry]] = defaultdict(list)
             for entry in entries:
                 contact_id = await owner.of(entry)
-                if contact_id is None:
-                    continue  # the village is at its coverage target
-                groups[contact_id].add(entry)
-                listed[contact_id].append(entry.resident)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for contact_id, residents in listed.items():
-                    if contact_id:
-                        pipe.sadd(self._key(alert.id, f"listed:{contact_id}"), *residents)
-                    pipe.sadd(self._key(alert.id, "escalated"), *residents)
-                await pipe.execute()
+                if contact_id is not None:  # None: the village is at its coverage target
+                    listed[contact_id].append(entry)
+            # One script per batch lists every resident on its contact, server side: grouping a random
+            # SSCAN order by contact client side would cost a command per (batch, contact).
+            pairs = [
+                (e.resident, contact_id or "-") for contact_id, members in listed.items() for e in members
+            ]
+            added = str(
+                await self._list(
+                    keys=[self._key(alert.id, "escalated")],
+                    args=[self._key(alert.id, "listed:"), *(x for pair in pairs for x in pair)],
+                )
+            )
+            # Counted by what the sets took in, so a resident SSCAN returned twice counts once.
+            flags = iter(added)
+            for contact_id, members in listed.items():
+                new = sum(1 for _ in members if next(flags) == "1")
+                groups[contact_id].add(members, new)
         if not groups:
             if not await self.reach.open_count(alert.id):
                 await self.stop(alert.id)
             await self._record(
-                alert.id, Escalated(str(index), step.notify, "", "", (), 0, self.clock(), "resolved")
+                alert.id, [Escalated(str(index), step.notify, "", "", (), 0, self.clock(), "resolved")]
             )
             return []
-        done: list[Escalated] = []
+        contacts = await self.directory.contacts([c for c in groups if c])
+        records: list[Escalated] = []
         notes: list[Note] = []
+        responsible: dict[Any, str] = {}
         for contact_id, group in sorted(groups.items()):
-            contact = await self.directory.contact(contact_id) if contact_id else None
+            contact = contacts.get(contact_id)
             villages = tuple(sorted(group.villages))
-            record = Escalated(
-                str(index),
-                contact.role.value if contact else step.notify,
-                contact_id,
-                contact.name if contact else "",
-                villages,
-                group.count,
-                self.clock(),
-                "" if contact else "no contact with this role covers these villages",
+            records.append(
+                Escalated(
+                    str(index),
+                    contact.role.value if contact else step.notify,
+                    contact_id,
+                    contact.name if contact else "",
+                    villages,
+                    group.count,
+                    self.clock(),
+                    "" if contact else "no contact with this role covers these villages",
+                )
             )
-            await self._record(alert.id, record)
-            done.append(record)
             if contact is None:
                 log.error(
                     "escalation found nobody to notify",
@@ -257,24 +280,24 @@ class Escalation:
                 )
                 continue
             if step.notify != Role.CADRE.value:
-                await self.redis.hset(
-                    self._key(alert.id, "resp"),
-                    mapping=dict.fromkeys(villages, f"{index}|{contact.id}|{contact.role.value}"),
-                )
+                responsible.update(dict.fromkeys(villages, f"{index}|{contact.id}|{contact.role.value}"))
             text = await self._text(alert, contact, group)
             notes.append(Note(contact, text, villages[0] if len(villages) == 1 else ""))
+        await self._record(alert.id, records)
+        if responsible:
+            await self.redis.hset(self._key(alert.id, "resp"), mapping=responsible)
         await send_notes(self.deliveries, alert, f"esc{index}", step.channels, notes)
         log.warning(
             "escalation step fired",
             extra={"alert": alert.id, "step": index, "role": step.notify, "contacts": len(notes)},
         )
-        return done
+        return records
 
     async def _text(self, alert: Alert, contact: Contact, group: _Group) -> str:
-        residents = [r for r in [await self.directory.resident(rid) for rid in group.sample] if r]
-        names = names_text([r.name for r in residents], total=group.count)
-        villages = await self.directory.villages(sorted(group.villages))
-        where = "、".join(v.name for v in villages[:5]) + ("等村" if len(villages) > 5 else "")
+        people = await self.directory.residents(group.sample)
+        names = names_text([people[r].name for r in group.sample if r in people], total=group.count)
+        villages = await self._village_names(group.villages)
+        where = "、".join(villages[:5]) + ("等村" if len(villages) > 5 else "")
         mark = "【演练】" if alert.exercise else ""
         confirm = "全部已上门确认请按1。" if self.settings.voice_confirm else ""
         link = await self.tasks.link(alert, contact.id)
@@ -282,6 +305,12 @@ class Escalation:
             f"{mark}{contact.name}同志：{alert.event}{level_name(alert.level, 'zh-CN')}预警，"
             f"{where}仍有重点人员未确认安全：{names}。请立即上门或电话确认并回报。{confirm}任务清单：{link}"
         )
+
+    async def _village_names(self, codes: set[str]) -> list[str]:
+        missing = sorted(c for c in codes if c not in self._names)
+        for village in await self.directory.villages(missing):
+            self._names[village.code] = village.name
+        return [self._names.get(c, c) for c in sorted(codes)]
 
     async def _silent_speaker(self, alert: Alert, delivery_key: str, village: str) -> list[Escalated]:
         alert_id, version, ledger, recipient = delivery_key.split(":", 3)
@@ -307,7 +336,7 @@ class Escalation:
             self.clock(),
             f"loudspeaker {device} {state or 'silent'}",
         )
-        await self._record(alert.id, record)
+        await self._record(alert.id, [record])
         if contact is not None:
             mark = "【演练】" if alert.exercise else ""
             text = (
@@ -323,8 +352,11 @@ class Escalation:
             )
         return [record]
 
-    async def _record(self, alert_id: str, record: Escalated) -> None:
-        await self.redis.xadd(self._key(alert_id, "log"), record.to_fields())  # type: ignore[arg-type]
+    async def _record(self, alert_id: str, records: Sequence[Escalated]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for record in records:
+                pipe.xadd(self._key(alert_id, "log"), record.to_fields())  # type: ignore[arg-type]
+            await pipe.execute()
 
     # -- reading ------------------------------------------------------------------------------------
 

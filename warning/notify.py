@@ -28,16 +28,29 @@ async def send_notes(
     deliveries: Deliveries, alert: Alert, purpose: str, channels: Sequence[str], notes: Sequence[Note]
 ) -> dict[str, int]:
     """Queue every note on every channel the contact has an address for; returns queued per ledger."""
+    batches = [
+        Batch(
+            alert.id,
+            alert.version,
+            channel,
+            purpose,
+            note.village,
+            (
+                Recipient(
+                    f"c:{note.contact.id}", contact_address(channel, note.contact), "zh-CN", note.text or " "
+                ),
+            ),
+            action=purpose,
+        )
+        for channel in channels
+        for note in notes
+    ]
     queued: dict[str, int] = {}
-    for channel in channels:
-        for note in notes:
-            address = contact_address(channel, note.contact)
-            recipient = Recipient(f"c:{note.contact.id}", address, "zh-CN", note.text or " ")
-            batch = Batch(
-                alert.id, alert.version, channel, purpose, note.village, (recipient,), action=purpose
-            )
-            count, _ = await deliveries.enqueue(batch, urgent=True)
-            queued[batch.ledger] = queued.get(batch.ledger, 0) + count
+    for start in range(0, len(batches), 500):
+        for ledger, count in (
+            await deliveries.enqueue_many(batches[start : start + 500], urgent=True)
+        ).items():
+            queued[ledger] = queued.get(ledger, 0) + count
     return queued
 
 

@@ -341,15 +341,21 @@ class Reach:
             rid: Confirmation.from_json(r) for rid, r in zip(residents, raw, strict=True) if r is not None
         }
 
-    async def open_residents(self, alert_id: str, batch_size: int = 1000) -> AsyncIterator[list[Entry]]:
-        """Stream the must-reach residents nobody has acknowledged or confirmed yet, in batches."""
+    async def open_residents(
+        self, alert_id: str, batch_size: int = 1000, *, dedupe: bool = True
+    ) -> AsyncIterator[list[Entry]]:
+        """Stream the must-reach residents nobody has acknowledged or confirmed yet, in batches.
+
+        SSCAN may return a member twice while the set shrinks; `dedupe` drops repeats at the cost of
+        remembering every id — callers streaming a million pass False and tolerate repeats."""
         cursor = 0
         seen: set[str] = set()
         while True:
             scanned: Any = await self.redis.sscan(self.key(alert_id, "open"), cursor, count=batch_size)
             cursor, members = scanned
             ids = [m for m in map(str, members) if m not in seen]
-            seen.update(ids)
+            if dedupe:
+                seen.update(ids)
             entries = [e for e in await self.entries(alert_id, ids) if not e.done]
             if entries:
                 yield entries

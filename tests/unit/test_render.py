@@ -202,26 +202,26 @@ def test_template_names_follow_the_fallback_order() -> None:
 @pytest.mark.parametrize(
     ("present", "expected"),
     [
-        (["fishers/wechat.en.j2", "fishers/wechat.zh-CN.j2", "default/wechat.en.j2"], "fishers/wechat.en.j2"),
+        (["fishers/pager.en.j2", "fishers/pager.zh-CN.j2", "default/pager.en.j2"], "fishers/pager.en.j2"),
         (
-            ["fishers/wechat.zh-CN.j2", "default/wechat.en.j2", "default/wechat.zh-CN.j2"],
-            "fishers/wechat.zh-CN.j2",
+            ["fishers/pager.zh-CN.j2", "default/pager.en.j2", "default/pager.zh-CN.j2"],
+            "fishers/pager.zh-CN.j2",
         ),
-        (["default/wechat.en.j2", "default/wechat.zh-CN.j2"], "default/wechat.en.j2"),
-        (["default/wechat.zh-CN.j2"], "default/wechat.zh-CN.j2"),
+        (["default/pager.en.j2", "default/pager.zh-CN.j2"], "default/pager.en.j2"),
+        (["default/pager.zh-CN.j2"], "default/pager.zh-CN.j2"),
     ],
 )
 def test_lookup_falls_back_in_order(tmp_path: Path, present: list[str], expected: str) -> None:
     """The first existing template of the fallback chain is used."""
     for name in present:
         write(tmp_path, name, name)
-    assert operator_renderer(tmp_path).render(make_alert(), "fishers", "wechat", "en").text == expected
+    assert operator_renderer(tmp_path).render(make_alert(), "fishers", "pager", "en").text == expected
 
 
 def test_missing_template_lists_what_was_looked_for(tmp_path: Path) -> None:
     """With no template anywhere, the error lists every name tried."""
-    with pytest.raises(RenderError, match=r"default/wechat\.zh-CN\.j2"):
-        operator_renderer(tmp_path).render(make_alert(), "fishers", "wechat", "en")
+    with pytest.raises(RenderError, match=r"default/pager\.zh-CN\.j2"):
+        operator_renderer(tmp_path).render(make_alert(), "fishers", "pager", "en")
 
 
 def test_operator_override_wins_over_bundled(tmp_path: Path, renderer: Renderer) -> None:

@@ -279,6 +279,20 @@ class Directory:
 
     # -- contacts and speakers ---------------------------------------------------------------------
 
+    async def residents(self, ids: Sequence[str]) -> dict[str, Resident]:
+        """The residents with these ids (unknown ids left out), in one round trip."""
+        if not ids:
+            return {}
+        raw = await self._redis.hmget(self._key("residents"), list(ids))
+        return {rid: Resident.from_json(r) for rid, r in zip(ids, raw, strict=True) if r is not None}
+
+    async def contacts(self, ids: Sequence[str]) -> dict[str, Contact]:
+        """The contacts with these ids (unknown ids left out), in one round trip."""
+        if not ids:
+            return {}
+        raw = await self._redis.hmget(self._key("contacts"), list(ids))
+        return {cid: Contact.from_json(r) for cid, r in zip(ids, raw, strict=True) if r is not None}
+
     async def contact(self, contact_id: str) -> Contact | None:
         raw = await self._redis.hget(self._key("contacts"), contact_id)
         return Contact.from_json(raw) if raw else None
