@@ -191,6 +191,11 @@ def test_demo_runs_a_complete_drill(embedded_cli: Cli) -> None:
     assert "送达报告" in result.stdout
     assert "sms" in result.stdout and "speaker" in result.stdout
     assert "均带【演练】标记：True" in result.stdout
+    # The call-and-answer part: simulated cadres confirm over the signed pages, the ladder runs, and at
+    # the end every must-reach resident is confirmed or on a named person's escalation list.
+    assert "叫应汇总" in result.stdout and "必达人员" in result.stdout
+    assert "（已确认，或在具名责任人的升级名单上）：是" in result.stdout
+    assert "被拒 0" in result.stdout
 
 
 def test_speaker_sim_plays_what_serve_sends(embedded_cli: Cli) -> None:

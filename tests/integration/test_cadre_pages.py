@@ -37,7 +37,9 @@ def must_reach(county: County, village: str) -> list[dict[str, str]]:
 @pytest.fixture
 async def site(sample_store: Store) -> AsyncIterator[tuple[Broadcaster, str]]:
     base = Settings()
-    settings = replace(base, redis=replace(base.redis, namespace=sample_store.keys.namespace, allow_volatile=True))
+    settings = replace(
+        base, redis=replace(base.redis, namespace=sample_store.keys.namespace, allow_volatile=True)
+    )
     service = Broadcaster(sample_store, settings)
     app = web.Application()
     app[EVIDENCE] = Evidence(service)
@@ -99,7 +101,9 @@ async def test_cadre_sees_and_confirms_only_their_own_residents(
         # GET changes nothing.
         assert (await service.reach.counts(alert.id)).raw == before.raw
         # Own resident: recorded.
-        status, html = await post(session, f"{url}/confirm", resident_id=mine[0]["id"], outcome="evacuated", note="已转移到村委会")
+        status, html = await post(
+            session, f"{url}/confirm", resident_id=mine[0]["id"], outcome="evacuated", note="已转移到村委会"
+        )
         assert status == 200 and "已记录" in html
         entry = await service.reach.entry(alert.id, mine[0]["id"])
         assert entry is not None and entry.state == "confirmed"
@@ -109,7 +113,9 @@ async def test_cadre_sees_and_confirms_only_their_own_residents(
         other = await service.reach.entry(alert.id, theirs[0]["id"])
         assert other is not None and other.state == "pending"
         # A form naming another alert: 403.
-        status, _ = await post(session, f"{url}/confirm", resident_id=mine[1]["id"], outcome="reached", alert_id="W-other")
+        status, _ = await post(
+            session, f"{url}/confirm", resident_id=mine[1]["id"], outcome="reached", alert_id="W-other"
+        )
         assert status == 403
         # A bad outcome: 400 with the page.
         status, _ = await post(session, f"{url}/confirm", resident_id=mine[1]["id"], outcome="gone")
@@ -152,10 +158,16 @@ async def test_forged_expired_and_wrong_purpose_tokens(site: tuple[Broadcaster, 
     resident_token = await token(service, alert, person["id"], RESIDENT)
     async with aiohttp.ClientSession() as session:
         assert (await get(session, f"{base}/c/{forged}"))[0] == 403
-        assert (await post(session, f"{base}/c/{forged}/confirm", resident_id=person["id"], outcome="reached"))[0] == 403
+        assert (
+            await post(session, f"{base}/c/{forged}/confirm", resident_id=person["id"], outcome="reached")
+        )[0] == 403
         assert (await get(session, f"{base}/c/{expired}"))[0] == 410
-        assert (await post(session, f"{base}/c/{expired}/confirm", resident_id=person["id"], outcome="reached"))[0] == 410
-        assert (await get(session, f"{base}/c/{resident_token}"))[0] == 403  # a resident's link is not a cadre's
+        assert (
+            await post(session, f"{base}/c/{expired}/confirm", resident_id=person["id"], outcome="reached")
+        )[0] == 410
+        assert (await get(session, f"{base}/c/{resident_token}"))[
+            0
+        ] == 403  # a resident's link is not a cadre's
         assert (await get(session, f"{base}/c/garbage"))[0] == 403
     entry = await service.reach.entry(alert.id, person["id"])
     assert entry is not None and entry.state == "pending"

@@ -63,7 +63,9 @@ def must_reach(county: County, village: str) -> list[dict[str, str]]:
     return [r for r in county.residents if r["village"] == village and tags & set(r["tags"].split(";"))]
 
 
-async def test_every_must_reach_resident_is_a_task_of_a_named_cadre(sample_store: Store, county: County) -> None:
+async def test_every_must_reach_resident_is_a_task_of_a_named_cadre(
+    sample_store: Store, county: County
+) -> None:
     service, _, alert = await issue(sample_store)
     expected = must_reach(county, VILLAGE)
     cadres = await service.reach.cadres(alert.id)
@@ -100,7 +102,9 @@ async def test_each_step_fires_once_for_the_right_role(sample_store: Store, coun
     responsible = await service.escalation.responsible(alert.id)
     assert responsible[VILLAGE][1] == "village_head"
     view_owner = responsible[VILLAGE][0]
-    assert set(await service.escalation.listed(alert.id, view_owner)) == {p["id"] for p in must_reach(county, VILLAGE)}
+    assert set(await service.escalation.listed(alert.id, view_owner)) == {
+        p["id"] for p in must_reach(county, VILLAGE)
+    }
     assert await service.escalation.escalated_open(alert.id) == total
     clock.now = start + 10_000  # two steps due at once: both fire, in order, once
     rest = await service.escalation.sweep()
@@ -117,13 +121,20 @@ async def test_confirmation_stops_the_ladder(sample_store: Store, county: County
     await service.escalation.sweep()
     # All but one confirmed before the village head's step: it fires for that one only.
     for person in people[:-1]:
-        assert await evidence.confirm(alert, f"contact:{person['cadre']}", person["cadre"], person["id"], "reached") == "2"
+        assert (
+            await evidence.confirm(
+                alert, f"contact:{person['cadre']}", person["cadre"], person["id"], "reached"
+            )
+            == "2"
+        )
     clock.now = start + 1800
     [step] = await service.escalation.sweep()
     assert step.residents == 1
     # The last one confirmed (late) by the village head it was escalated to: the ladder stops.
     head = step.contact_id
-    assert await evidence.confirm(alert, f"contact:{head}", head, people[-1]["id"], "evacuated", "已转移") == "2"
+    assert (
+        await evidence.confirm(alert, f"contact:{head}", head, people[-1]["id"], "evacuated", "已转移") == "2"
+    )
     assert await service.escalation.pending(alert.id) == []
     clock.now = start + 10_000
     assert await service.escalation.sweep() == []

@@ -46,7 +46,8 @@ class Site:
 async def site(sample_store: Store) -> AsyncIterator[Site]:
     base_settings = Settings()
     settings = replace(
-        base_settings, redis=replace(base_settings.redis, namespace=sample_store.keys.namespace, allow_volatile=True)
+        base_settings,
+        redis=replace(base_settings.redis, namespace=sample_store.keys.namespace, allow_volatile=True),
     )
     service = Broadcaster(sample_store, settings)
     evidence = Evidence(service)
@@ -83,8 +84,14 @@ async def sent(site: Site, resident: str, ledger: str = "sms") -> str:
 
 
 async def twilio_post(
-    session: aiohttp.ClientSession, url: str, params: dict[str, str], *, token: str = AUTH_TOKEN,
-    signed_params: dict[str, str] | None = None, idempotency: str | None = None, signed_url: str | None = None,
+    session: aiohttp.ClientSession,
+    url: str,
+    params: dict[str, str],
+    *,
+    token: str = AUTH_TOKEN,
+    signed_params: dict[str, str] | None = None,
+    idempotency: str | None = None,
+    signed_url: str | None = None,
 ) -> int:
     headers = {"X-Twilio-Signature": sign(signed_url or url, signed_params or params, token)}
     headers["I-Twilio-Idempotency-Token"] = idempotency or str(uuid.uuid4())
@@ -134,7 +141,9 @@ async def test_out_of_order_and_duplicate_status_callbacks(site: Site, county: C
             assert await twilio_post(session, url, {"MessageSid": "SM1", "MessageStatus": status}) == 204
         for _ in range(3):
             url = f"{site.base}/hooks/twilio/status?d={keys[2]}"
-            assert await twilio_post(session, url, {"MessageSid": "SM2", "MessageStatus": "undelivered"}) == 204
+            assert (
+                await twilio_post(session, url, {"MessageSid": "SM2", "MessageStatus": "undelivered"}) == 204
+            )
     states = await site.service.deliveries.states(site.alert.id, 1, "sms")
     assert [states[f"r:{p['id']}"] for p in people] == ["delivered", "delivered", "failed"]
     counts = (await site.service.deliveries.counts(site.alert.id, 1, ["sms"]))["sms"]
@@ -146,9 +155,7 @@ async def test_out_of_order_and_duplicate_status_callbacks(site: Site, county: C
 async def test_sms_reply_acknowledges_and_forged_reply_changes_nothing(site: Site, county: County) -> None:
     person = a_resident(county)
     key = await sent(site, person["id"])
-    await site.evidence.on_sent(
-        *_sent_batch(site, person)
-    )
+    await site.evidence.on_sent(*_sent_batch(site, person))
     url = f"{site.base}/hooks/twilio/sms"
     params = {"MessageSid": "SMreply", "From": person["phone"], "To": "+15005550006", "Body": "收到"}
     async with aiohttp.ClientSession() as session:
@@ -203,7 +210,9 @@ async def test_wechat_url_check_and_events(site: Site, county: County) -> None:
         stale = wechat_query(timestamp=int(time.time()) - 3600)
         async with session.post(f"{site.base}/hooks/wechat?{stale}", data=event.encode()) as r:
             assert r.status == 403  # outside the freshness window
-        async with session.post(f"{site.base}/hooks/wechat?{wechat_query(token='forged')}", data=event.encode()) as r:
+        async with session.post(
+            f"{site.base}/hooks/wechat?{wechat_query(token='forged')}", data=event.encode()
+        ) as r:
             assert r.status == 403
         assert await deliveries.state(site.alert.id, 1, "wechat", rid) == "sent"
         query = wechat_query(nonce="fixed-nonce")

@@ -53,7 +53,13 @@ async def test_evidence_is_forward_only_per_source_and_replays_change_nothing(st
     entry = await reach.entry("A1", "R1")
     assert entry is not None and entry.state == "acknowledged"
     counts = await reach.counts("A1")
-    assert counts.scope("must") == {"pending": 0, "notified": 1, "acknowledged": 1, "confirmed": 0, "total": 2}
+    assert counts.scope("must") == {
+        "pending": 0,
+        "notified": 1,
+        "acknowledged": 1,
+        "confirmed": 0,
+        "total": 2,
+    }
     assert await reach.record("A1", "sms", "D", ["nobody"]) == "0"
 
 

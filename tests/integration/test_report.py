@@ -45,7 +45,10 @@ async def test_report_matches_the_script(sample_store: Store, county: County) ->
         escalation=EscalationSettings(
             confirm_within=900.0,
             coverage_target=1.0,
-            steps=(EscalationStep(900.0, "cadre", ("sms",)), EscalationStep(1800.0, "village_head", ("voice",))),
+            steps=(
+                EscalationStep(900.0, "cadre", ("sms",)),
+                EscalationStep(1800.0, "village_head", ("voice",)),
+            ),
         ),
     )
     service = Broadcaster(sample_store, settings)
@@ -91,7 +94,9 @@ async def test_report_matches_the_script(sample_store: Store, county: County) ->
     # T+600 s: A's cadre confirms everyone in A in time.
     clock.now = t0 + 600
     for person in must(county, A):
-        await evidence.confirm(alert, f"contact:{person['cadre']}", person["cadre"], person["id"], "evacuated")
+        await evidence.confirm(
+            alert, f"contact:{person['cadre']}", person["cadre"], person["id"], "evacuated"
+        )
     # T+900 s: the cadre step fires for everyone still open.
     clock.now = t0 + 900
     step0 = await service.escalation.sweep()
@@ -134,17 +139,27 @@ async def test_report_matches_the_script(sample_store: Store, county: County) ->
     a_cadre = must(county, A)[0]["cadre"]
     assert cadres[a_cadre]["seconds_to_all_confirmed"] == 600.0
     # Step 0 reminded every cadre with open residents at T+900, step 1 every village head below target.
-    open_at_900 = {p["cadre"] for v in (B, C, *[x["code"] for x in county.villages if x["code"].startswith(TOWNSHIP)])
-                   for p in must(county, v) if v != A and p not in pressed}
+    open_at_900 = {
+        p["cadre"]
+        for v in (B, C, *[x["code"] for x in county.villages if x["code"].startswith(TOWNSHIP)])
+        for p in must(county, v)
+        if v != A and p not in pressed
+    }
     assert {e.contact_id for e in step0} == open_at_900
     heads = {
-        c["id"] for c in county.contacts if c["role"] == "village_head" and c["villages"].startswith(TOWNSHIP)
-        and c["villages"] != A and any(must(county, c["villages"]))
+        c["id"]
+        for c in county.contacts
+        if c["role"] == "village_head"
+        and c["villages"].startswith(TOWNSHIP)
+        and c["villages"] != A
+        and any(must(county, c["villages"]))
     }
     assert {e.contact_id for e in step1} == heads
     assert [e["step"] for e in data["escalations"]] == ["0"] * len(step0) + ["1"] * len(step1)
     assert len(data["unreached"]) == open_after
-    assert all(u["responsible"]["role"] == "village_head" and u["responsible"]["name"] for u in data["unreached"])
+    assert all(
+        u["responsible"]["role"] == "village_head" and u["responsible"]["name"] for u in data["unreached"]
+    )
 
     # The same figures in every format.
     rows = list(csv.reader(io.StringIO(report_csv(data))))

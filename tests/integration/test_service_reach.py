@@ -34,8 +34,12 @@ async def service(sample_store: Store, servers: Servers) -> AsyncIterator[tuple[
     settings = replace(
         base,
         server=replace(base.server, host="127.0.0.1", port=port, public_url=f"http://127.0.0.1:{port}"),
-        redis=replace(base.redis, url=servers.redis_url, namespace=sample_store.keys.namespace, allow_volatile=True),
-        mqtt=MqttSettings(url=servers.mqtt_url or "", embedded_port=0, topic_prefix=f"t{uuid.uuid4().hex[:8]}"),
+        redis=replace(
+            base.redis, url=servers.redis_url, namespace=sample_store.keys.namespace, allow_volatile=True
+        ),
+        mqtt=MqttSettings(
+            url=servers.mqtt_url or "", embedded_port=0, topic_prefix=f"t{uuid.uuid4().hex[:8]}"
+        ),
         voice=replace(base.voice, retry_after=0.2),
     )
     app = build_app(settings, channels=["sms", "voice"])
@@ -55,7 +59,9 @@ async def test_press_one_acknowledges_through_the_whole_service(
     app, base_url = service
     sandbox = app[ENGINE].sandbox
     assert sandbox is not None
-    people = [r for r in county.residents if r["village"] == VILLAGE and VULNERABLE & set(r["tags"].split(";"))]
+    people = [
+        r for r in county.residents if r["village"] == VILLAGE and VULNERABLE & set(r["tags"].split(";"))
+    ]
     with_phone = [p for p in people if p["phone"]]
     silent = with_phone[0]["phone"]
     busy = with_phone[1]["phone"]
@@ -79,7 +85,10 @@ async def test_press_one_acknowledges_through_the_whole_service(
     # line was called voice.max_attempts times, then failed.
     while True:
         states = await app[BROADCASTER].deliveries.states(alert.id, alert.version, "voice")
-        if states.get(f"r:{with_phone[1]['id']}") == "failed" and states.get(f"r:{with_phone[0]['id']}") == "delivered":
+        if (
+            states.get(f"r:{with_phone[1]['id']}") == "failed"
+            and states.get(f"r:{with_phone[0]['id']}") == "delivered"
+        ):
             break
         assert time.monotonic() < deadline, states
         await asyncio.sleep(0.2)
@@ -103,6 +112,8 @@ async def test_press_one_acknowledges_through_the_whole_service(
     assert view["must_reach"]["acknowledged"] == len(with_phone) - 2
     unreached = {u["resident_id"] for u in view["unreached"]}
     assert unreached == {p["id"] for p in people} - {p["id"] for p in with_phone[2:]}
-    assert all(u["responsible"]["contact_id"] and u["responsible"]["role"] == "cadre" for u in view["unreached"])
+    assert all(
+        u["responsible"]["contact_id"] and u["responsible"]["role"] == "cadre" for u in view["unreached"]
+    )
     [task] = tasks["tasks"]
     assert task["total"] == len(people) and task["link"].startswith(f"{base_url}/c/")
