@@ -42,15 +42,11 @@ from warning.sandbox.twilio import (
     run_twilio_sandbox,
 )
 from warning.sandbox.wechat import (
-    SANDBOX_AGENTID,
-    SANDBOX_APPID,
-    SANDBOX_CORPID,
-    SANDBOX_CORPSECRET,
-    SANDBOX_SECRET,
-    SANDBOX_TEMPLATE_ID,
     SANDBOX_TOKEN,
     WechatSandbox,
     run_wechat_sandbox,
+    sandbox_wechat,
+    sandbox_wecom,
 )
 from warning.scheduler import Job, run_scheduler
 from warning.store import Store
@@ -113,23 +109,10 @@ async def effective_weixin(settings: Settings) -> AsyncIterator[Weixin]:
         wechat, wecom = settings.wechat, settings.wecom
         if not oa_ok:
             log.warning("no WeChat OA credentials: pushes go to the built-in SANDBOX at %s", base_url)
-            wechat = replace(
-                wechat,
-                base_url=base_url,
-                appid=SANDBOX_APPID,
-                secret=SANDBOX_SECRET,
-                template_id=SANDBOX_TEMPLATE_ID,
-                token=token,
-            )
+            wechat = sandbox_wechat(wechat, base_url, token)
         if not wecom_ok:
             log.warning("no WeCom credentials: app messages go to the built-in SANDBOX at %s", base_url)
-            wecom = replace(
-                wecom,
-                base_url=base_url,
-                corpid=SANDBOX_CORPID,
-                secret=SANDBOX_CORPSECRET,
-                agentid=SANDBOX_AGENTID,
-            )
+            wecom = sandbox_wecom(wecom, base_url)
         yield Weixin(wechat, wecom, wechat.token, sandbox)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,15 +19,7 @@ from warning.links import Links
 from warning.model import Level
 from warning.sandbox.speakers import SpeakerSimulator
 from warning.sandbox.twilio import TwilioSandbox
-from warning.sandbox.wechat import (
-    SANDBOX_APPID,
-    SANDBOX_CORPID,
-    SANDBOX_CORPSECRET,
-    SANDBOX_SECRET,
-    SANDBOX_TEMPLATE_ID,
-    WechatSandbox,
-    run_wechat_sandbox,
-)
+from warning.sandbox.wechat import WechatSandbox, run_wechat_sandbox, sandbox_wechat, sandbox_wecom
 from warning.store import Store
 
 # A valid address per channel, and one the provider refuses for good (None: the channel has none).
@@ -67,14 +58,8 @@ async def channel(
     settings = engine_settings(store, twilio)
     weixin = WechatSandbox(unsubscribed=["oContract_unsubscribed"], unknown_users=["NobodyHere"])
     async with run_wechat_sandbox(weixin) as weixin_url:
-        wechat = replace(
-            settings.wechat,
-            base_url=weixin_url,
-            appid=SANDBOX_APPID,
-            secret=SANDBOX_SECRET,
-            template_id=SANDBOX_TEMPLATE_ID,
-        )
-        wecom = replace(settings.wecom, base_url=weixin_url, corpid=SANDBOX_CORPID, secret=SANDBOX_CORPSECRET)
+        wechat = sandbox_wechat(settings.wechat, weixin_url)
+        wecom = sandbox_wecom(settings.wecom, weixin_url)
         links = await Links(store.redis, store.keys, secret="", base_url="http://127.0.0.1:9").ready()
         context = ChannelContext(settings, store, broker, twilio, wechat, wecom, links)
         async for built in _started(request.param, context, broker, settings.mqtt.topic_prefix):

@@ -33,6 +33,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from warning.sandbox.serve import drain, serve
 from warning.sandbox.twilio_callbacks import CallbackSender
 from warning.sandbox.twilio_calls import Callees, SandboxCall, SandboxCalls
 from warning.sandbox.twilio_faults import Faults, SendCap
@@ -175,9 +176,7 @@ class TwilioSandbox:
 
     async def drain(self, within: float = 10.0) -> None:
         """Wait until every message and call lifecycle started so far has run to its final callback."""
-        async with asyncio.timeout(within):
-            while self._tasks:
-                await asyncio.wait(set(self._tasks))
+        await drain(self._tasks, within)
 
     # ---- the HTTP application ----
 
@@ -434,13 +433,5 @@ async def run_twilio_sandbox(
     Raises:
         OSError: the address cannot be bound.
     """
-    runner = web.AppRunner(sandbox.app(), access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_port = runner.addresses[0][1]
-        shown = f"[{host}]" if ":" in host else host
-        yield f"http://{shown}:{bound_port}"
-    finally:
-        await runner.cleanup()
+    async with serve(sandbox.app(), host, port) as url:
+        yield url

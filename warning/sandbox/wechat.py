@@ -42,7 +42,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +50,8 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from warning.config import WechatSettings, WecomSettings
+from warning.sandbox.serve import drain, serve
 from warning.web.signatures import wechat_signature
 
 log = logging.getLogger(__name__)
@@ -174,9 +176,7 @@ class WechatSandbox:
 
     async def drain(self, within: float = 10.0) -> None:
         """Wait until every result event started so far was delivered or dropped."""
-        async with asyncio.timeout(within):
-            while self._tasks:
-                await asyncio.wait(set(self._tasks))
+        await drain(self._tasks, within)
 
     # ---- the HTTP application ----
 
@@ -453,12 +453,24 @@ async def run_wechat_sandbox(
     Raises:
         OSError: the address cannot be bound.
     """
-    runner = web.AppRunner(sandbox.app(), access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        shown = f"[{host}]" if ":" in host else host
-        yield f"http://{shown}:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serve(sandbox.app(), host, port) as url:
+        yield url
+
+
+def sandbox_wechat(wechat: WechatSettings, base_url: str, token: str = SANDBOX_TOKEN) -> WechatSettings:
+    """`wechat` pointed at a sandbox serving on `base_url`, with the drill account's credentials."""
+    return replace(
+        wechat,
+        base_url=base_url,
+        appid=SANDBOX_APPID,
+        secret=SANDBOX_SECRET,
+        template_id=SANDBOX_TEMPLATE_ID,
+        token=token,
+    )
+
+
+def sandbox_wecom(wecom: WecomSettings, base_url: str) -> WecomSettings:
+    """`wecom` pointed at a sandbox serving on `base_url`, with the drill corp's credentials."""
+    return replace(
+        wecom, base_url=base_url, corpid=SANDBOX_CORPID, secret=SANDBOX_CORPSECRET, agentid=SANDBOX_AGENTID
+    )

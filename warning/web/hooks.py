@@ -19,7 +19,7 @@ from defusedxml.common import DefusedXmlException  # type: ignore[import-untyped
 from warning.config import WechatSettings
 from warning.evidence import Evidence
 from warning.store import Store
-from warning.web.signatures import first_time, twilio_valid, wechat_valid
+from warning.web.signatures import first_time, signed_twilio_form, twilio_first_time, wechat_valid
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,9 @@ def hook_routes(
 ) -> list[web.RouteDef]:
     async def twilio_form(request: web.Request) -> dict[str, str] | None:
         """The form if Twilio signed it and it is not a replay; None after answering 403 is due."""
-        form = await request.post()
-        params = {k: str(v) for k, v in form.items()}
-        if not twilio_valid(public_url, request, params, request.app[auth_token]):
-            log.warning("twilio callback with a bad signature refused", extra={"path": request.path})
-            raise web.HTTPForbidden(text="invalid signature")
+        params = await signed_twilio_form(request, public_url, request.app[auth_token])
         s = request.app[store]
-        if not await first_time(
-            s.redis, s.keys, "twilio", request.headers.get("I-Twilio-Idempotency-Token", "")
-        ):
-            return None
-        return params
+        return params if await twilio_first_time(request, s.redis, s.keys) else None
 
     async def twilio_status(request: web.Request) -> web.Response:
         """An SMS delivery receipt."""

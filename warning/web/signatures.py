@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Mapping
 from urllib.parse import quote, urlencode
 
@@ -16,6 +17,9 @@ from twilio.request_validator import RequestValidator
 
 from warning.store import Keyspace
 
+log = logging.getLogger(__name__)
+
+IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
 REPLAY_WINDOW = 86400  # seconds a provider's idempotency token or nonce is remembered
 
 
@@ -40,6 +44,25 @@ def twilio_valid(public_url: str, request: web.Request, params: Mapping[str, str
     if not signature or not auth_token:
         return False
     return any(validator.validate(url, dict(params), signature) for url in signed_urls(public_url, request))
+
+
+async def signed_twilio_form(request: web.Request, public_url: str, auth_token: str) -> dict[str, str]:
+    """The form parameters of a request Twilio signed for our public URL.
+
+    Raises:
+        web.HTTPForbidden: the signature does not match (nothing may change).
+    """
+    form = await request.post()
+    params = {k: str(v) for k, v in form.items()}
+    if not twilio_valid(public_url, request, params, auth_token):
+        log.warning("twilio webhook with a bad signature refused", extra={"path": request.path})
+        raise web.HTTPForbidden(text="invalid signature")
+    return params
+
+
+async def twilio_first_time(request: web.Request, redis: Redis, keys: Keyspace) -> bool:
+    """False for a webhook Twilio already delivered (same `I-Twilio-Idempotency-Token`)."""
+    return await first_time(redis, keys, "twilio", request.headers.get(IDEMPOTENCY_HEADER, ""))
 
 
 def wechat_signature(token: str, timestamp: str, nonce: str) -> str:

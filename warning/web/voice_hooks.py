@@ -22,12 +22,11 @@ from warning.channels import twiml
 from warning.channels.voice import HOOKS_PATH, VoiceScript, load_script
 from warning.config import VoiceSettings
 from warning.store import Store
-from warning.web.signatures import first_time, twilio_valid
+from warning.web.signatures import signed_twilio_form, twilio_first_time
 
 log = logging.getLogger(__name__)
 
 VOICE_HOOKS = HOOKS_PATH
-IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
 CALL_STATUSES = frozenset(
     ("queued", "initiated", "ringing", "in-progress", "completed", "busy", "no-answer", "canceled", "failed")
 )
@@ -83,18 +82,13 @@ def voice_routes(
             web.HTTPForbidden: the signature does not match our public URL and these parameters.
             web.HTTPBadRequest: the delivery key is malformed.
         """
-        form = await request.post()
-        params = {k: str(v) for k, v in form.items()}
-        if not twilio_valid(public_url, request, params, request.app[auth_token]):
-            log.warning("twilio voice webhook with a bad signature refused", extra={"path": request.path})
-            raise web.HTTPForbidden(text="invalid signature")
+        params = await signed_twilio_form(request, public_url, request.app[auth_token])
         return _delivery_key(request), params
 
     async def fresh(request: web.Request) -> bool:
         """False for a webhook Twilio already delivered (same idempotency token)."""
         opened = request.app[store]
-        token = request.headers.get(IDEMPOTENCY_HEADER, "")
-        return await first_time(opened.redis, opened.keys, "twilio", token)
+        return await twilio_first_time(request, opened.redis, opened.keys)
 
     def gather_url(key: str, *, again: bool = False) -> str:
         return f"{base}{VOICE_HOOKS}/gather?d={quote(key, safe='')}" + ("&r=1" if again else "")
