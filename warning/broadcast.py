@@ -170,6 +170,9 @@ class Broadcaster:
         if not report.stopped_early:
             await self.tasks.send_links(alert)
             await self.escalation.schedule(alert)
+            if "speaker" in report.queued or "speaker" in report.no_address:
+                async for speakers in self.directory.stream_speakers(alert.areas):
+                    await self.escalation.watch_speakers(alert, [(s.device_id, s.village) for s in speakers])
         return report
 
     async def prepare(self, request: AlertRequest, *, actor: str = "cli", role: str = "operator") -> Alert:

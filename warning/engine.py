@@ -194,7 +194,7 @@ async def run_engine(
                 worker = _worker(settings, store, broadcaster, channel)
                 worker.on_sent.append(evidence.on_sent)
                 if name == "speaker":
-                    worker.on_sent += [playback.track, evidence.speaker_sent]
+                    worker.on_sent.append(playback.track)
                     jobs.append(
                         (
                             "playback",

@@ -184,6 +184,17 @@ class Escalation:
         member = f"{alert_id}|spk|{delivery_key}|{village}"
         await self.redis.zadd(self.due_key, {member: due}, nx=not now, lt=now)
 
+    async def watch_speakers(self, alert: Alert, speakers: Sequence[tuple[str, str]]) -> None:
+        """Every loudspeaker (device, village) commanded for the alert must report `played` within
+        `speaker_play_within` of now, whatever happens on the way (broker down, device offline, lost ack)."""
+        due = self.clock() + self.settings.speaker_play_within
+        members = {
+            f"{alert.id}|spk|{alert.id}:{alert.version}:speaker:s:{device}|{village}": due
+            for device, village in speakers
+        }
+        if members:
+            await self.redis.zadd(self.due_key, dict(members), nx=True)
+
     async def stop(self, alert_id: str) -> int:
         """Drop the alert's remaining steps (everyone confirmed, or the alert ended); returns how many."""
         members = [f"{alert_id}|step|{i}" for i in range(len(self.settings.steps))]

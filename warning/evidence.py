@@ -160,14 +160,6 @@ class Evidence:
             async for residents in self.service.directory.stream_residents([speaker.village]):
                 await self.reach.record(alert_id, "speaker", "H", [r.id for r in residents])
 
-    async def speaker_sent(self, batch: Batch, accepted: Sequence[tuple[Recipient, DeliveryResult]]) -> None:
-        """Loudspeaker commands the broker took: each must be reported played in time, or the cadre goes."""
-        if batch.action != "play":
-            return
-        for recipient, _ in accepted:
-            key = f"{batch.alert_id}:{batch.version}:{batch.ledger}:{recipient.id}"
-            await self.service.escalation.watch_speaker(batch.alert_id, key, batch.village)
-
     # -- voice --------------------------------------------------------------------------------------
 
     async def voice_digits(self, key: str, digits: str) -> None:

@@ -41,7 +41,9 @@ def settings_for(store: Store) -> Settings:
     )
 
 
-async def issue(store: Store, area: str = VILLAGE) -> tuple[Broadcaster, Clock, Alert]:
+async def issue(
+    store: Store, area: str = VILLAGE, audiences: tuple[str, ...] = ("vulnerable", "public")
+) -> tuple[Broadcaster, Clock, Alert]:
     service = Broadcaster(store, settings_for(store))
     clock = Clock()
     service.reach.clock = clock
@@ -51,7 +53,7 @@ async def issue(store: Store, area: str = VILLAGE) -> tuple[Broadcaster, Clock, 
         areas=(area,),
         headline="台风将于今夜登陆",
         expires=datetime.now(UTC) + timedelta(hours=6),
-        audiences=("vulnerable", "public", "speakers"),
+        audiences=audiences,
     )
     alert, _ = await service.issue(request)
     clock.now = (await service.reach.milestones(alert.id))["issued"]
@@ -175,3 +177,18 @@ async def test_a_silent_loudspeaker_sends_its_cadre_door_to_door(sample_store: S
     assert counts["sms.spk"].get("queued") == 1
     await service.escalation.watch_speaker(alert.id, key, VILLAGE, now=True)
     assert await service.escalation.sweep() == []  # once per device
+
+
+async def test_every_commanded_loudspeaker_is_watched_from_fan_out(
+    sample_store: Store, county: County
+) -> None:
+    """Nothing is sent here (no workers): the broker may be down, the device offline — each loudspeaker of
+    the village still escalates to the cadre once its deadline passes without `played`."""
+    service, clock, alert = await issue(sample_store, audiences=("speakers",))
+    devices = {s["device_id"] for s in county.speakers if s["village"] == VILLAGE}
+    clock.now += service.settings.escalation.speaker_play_within - 1
+    assert await service.escalation.sweep() == []
+    clock.now += 1
+    records = await service.escalation.sweep()
+    assert {r.detail.split()[1] for r in records} == devices
+    assert all(r.step == "spk" and r.contact_name for r in records)

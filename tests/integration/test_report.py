@@ -99,7 +99,14 @@ async def test_report_matches_the_script(sample_store: Store, county: County) ->
         )
     # T+900 s: the cadre step fires for everyone still open.
     clock.now = t0 + 900
-    step0 = await service.escalation.sweep()
+    fired = await service.escalation.sweep()
+    # Every loudspeaker of the township but the one that played was silent past its deadline (T+600 s):
+    # each sent its village's cadre door to door, before the ladder's first step.
+    silent = [e for e in fired if e.step == "spk"]
+    step0 = [e for e in fired if e.step == "0"]
+    assert len(silent) + len(step0) == len(fired)
+    township_devices = {s["device_id"] for s in county.speakers if s["village"].startswith(TOWNSHIP)}
+    assert {e.detail.split()[1] for e in silent} == township_devices - {device}
     # T+1200 s: B's cadre confirms half of B, late; one of them needs help.
     clock.now = t0 + 1200
     b_people = must(county, B)
@@ -155,7 +162,9 @@ async def test_report_matches_the_script(sample_store: Store, county: County) ->
         and any(must(county, c["villages"]))
     }
     assert {e.contact_id for e in step1} == heads
-    assert [e["step"] for e in data["escalations"]] == ["0"] * len(step0) + ["1"] * len(step1)
+    assert [e["step"] for e in data["escalations"]] == ["spk"] * len(silent) + ["0"] * len(step0) + [
+        "1"
+    ] * len(step1)
     assert len(data["unreached"]) == open_after
     assert all(
         u["responsible"]["role"] == "village_head" and u["responsible"]["name"] for u in data["unreached"]
