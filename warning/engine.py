@@ -62,7 +62,8 @@ def channel_names(settings: Settings, wanted: str | None = None) -> list[str]:
         UsageError: a name is not a registered channel.
     """
     names = [n.strip() for n in (wanted or settings.worker.channels).split(",") if n.strip()]
-    for name in names:
+    escalation = settings.escalation
+    for name in [*names, *escalation.task_channel_names, *(c for s in escalation.steps for c in s.channels)]:
         if name not in REGISTRY:
             raise UsageError(
                 t(

@@ -20,6 +20,7 @@ from warning.i18n import t
 from warning.model import Alert, AlertState, AlertStatus
 from warning.users import User, Users
 from warning.views import UNREACHED_LIMIT, reach_csv, reach_view
+from warning.web.openapi import OPENAPI_PATH
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +111,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def auth_middleware(users: web.AppKey[Users]) -> Any:
-    """Every /api/ route needs `Authorization: Bearer TOKEN`; the user's role is checked per route."""
+    """Every /api/ route but the public OpenAPI document needs `Authorization: Bearer TOKEN`; roles per route."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/api/"):
+        if not request.path.startswith("/api/") or request.path == OPENAPI_PATH:
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")

@@ -28,6 +28,7 @@ from warning.web.api import api_routes, auth_middleware
 from warning.web.cadre import cadre_routes
 from warning.web.health import Metrics, health_routes, metrics_middleware
 from warning.web.hooks import hook_routes
+from warning.web.openapi import openapi_routes
 from warning.web.voice_hooks import VoiceCallbacks, voice_routes
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ def build_app(
     app.add_routes(
         voice_routes(settings.server.base_url, TWILIO_TOKEN, STORE, VOICE_CALLBACKS, settings.voice)
     )
+    app.add_routes(openapi_routes(settings.server.base_url))
     return app
 
 
