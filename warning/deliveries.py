@@ -49,7 +49,9 @@ _MOVES = {
     "s": "qr",
     "r": "sS",  # S → r: a voice call that was busy or unanswered is placed again
     "S": "s",
-    "D": "sSAF",  # F → D: a late "delivered" receipt is stronger evidence than an earlier "undelivered"
+    # r → D: a device reports `played` for a publish we thought had failed; F → D: a late "delivered"
+    # receipt is stronger evidence than an earlier "undelivered".
+    "D": "rsSAF",
     "A": "s",
     "F": "qrsSA",
     "X": "qrs",

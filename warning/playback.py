@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from warning.alerts import AlertStore
 from warning.channels.base import Channel, DeliveryResult, Message, Outcome
 from warning.deliveries import Batch, Deliveries, Recipient
+from warning.errors import DeliveryError
 from warning.fanout import Texts
 from warning.model import AlertState
 
@@ -46,17 +47,28 @@ class Playback:
             await self.deliveries.redis.zadd(self.key, members)
 
     async def republish_due(self, channel: Channel, limit: int = 500) -> int:
-        """Publish again every watched command that is due and still open; returns how many went out."""
+        """Publish again every watched command that is due and still open; returns how many went out.
+
+        A round is skipped while the broker is unreachable (nothing would go out, and each attempt would
+        wait for a connection); the due commands of a round are published concurrently."""
+        try:
+            await channel.check()
+        except DeliveryError:
+            return 0
         now = time.time()
         due = await self.deliveries.redis.zrangebyscore(self.key, "-inf", now, start=0, num=limit)
-        republished = 0
+        members: list[str] = []
+        messages: list[Message] = []
         for member in map(str, due):
             key, audience = json.loads(member)
             message = await self._message(key, audience)
             if message is None:
                 await self.deliveries.redis.zrem(self.key, member)
-                continue
-            [result] = await channel.send([message])
+            else:
+                members.append(member)
+                messages.append(message)
+        republished = 0
+        for member, result in zip(members, await channel.send(messages), strict=True):
             if result.outcome is Outcome.EXPIRED:
                 await self.deliveries.redis.zrem(self.key, member)
                 continue

@@ -39,6 +39,8 @@ FAULT = "amplifier"  # what a failing simulated device reports
 _CONNECTS_AT_ONCE = 16  # blocking TCP connects in the executor at a time
 _MISC_EVERY = 1.0  # seconds between keepalive checks (paho's loop_misc) of all devices
 _KEEPALIVE = 60
+_RECONNECT_MIN = 0.5  # seconds before a device that lost the broker tries again, doubling up to
+_RECONNECT_MAX = 5.0
 
 
 def _now() -> str:
@@ -63,6 +65,8 @@ class _Device:
     gone: asyncio.Future[None]  # disconnected (cleanly or not)
     acks: dict[str, dict[str, Any]] = field(default_factory=dict)  # cmd_id → the last ack sent for it
     playing: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # cmd_id → playback
+    crashed: bool = False  # power cut: stays down
+    reconnecting: asyncio.Task[None] | None = None
 
 
 class SpeakerSimulator:
@@ -98,6 +102,8 @@ class SpeakerSimulator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._misc: asyncio.Task[None] | None = None
+        self._gate: asyncio.Semaphore | None = None
+        self._stopping = False
 
     def topic(self, device_id: str, kind: str) -> str:
         return f"{self.topic_prefix}/speakers/{device_id}/{kind}"
@@ -112,7 +118,8 @@ class SpeakerSimulator:
         """
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        gate = asyncio.Semaphore(_CONNECTS_AT_ONCE)
+        gate = self._gate = asyncio.Semaphore(_CONNECTS_AT_ONCE)
+        self._stopping = False
         online = [d for d in self.devices if d not in self.offline]
         for device_id in online:
             self._devices[device_id] = self._new_device(device_id)
@@ -148,7 +155,10 @@ class SpeakerSimulator:
 
     async def stop(self, within: float = 10.0) -> None:
         """Publish each device's offline status and disconnect it cleanly (so no last will is sent)."""
+        self._stopping = True
         for device in self._devices.values():
+            if device.reconnecting is not None:
+                device.reconnecting.cancel()
             for task in device.playing.values():
                 task.cancel()
             if device.client.is_connected():
@@ -182,6 +192,7 @@ class SpeakerSimulator:
             KeyError: the device is not connected by this simulator.
         """
         device = self._devices[device_id]
+        device.crashed = True
         sock = device.client.socket()
         if isinstance(sock, socket.socket):
             sock.shutdown(socket.SHUT_RDWR)  # paho reads EOF on the loop and closes its side
@@ -218,7 +229,7 @@ class SpeakerSimulator:
         client.on_socket_unregister_write = self._on_socket_unregister_write
         client.on_connect = lambda c, u, flags, rc, p: self._on_connect(device, rc)
         client.on_subscribe = lambda c, u, mid, rcs, p: self._settle(device.ready)
-        client.on_disconnect = lambda c, u, flags, rc, p: self._settle(device.gone)
+        client.on_disconnect = lambda c, u, flags, rc, p: self._on_disconnect(device, rc)
         client.on_message = lambda c, u, msg: self._on_command(device, msg.payload)
         return device
 
@@ -231,6 +242,33 @@ class SpeakerSimulator:
         status = {"v": 1, "online": True, "ts": _now(), "volume": VOLUME, "fault": fault}
         device.client.publish(self.topic(device.device_id, "status"), _json(status), qos=1, retain=True)
         device.client.subscribe(self.topic(device.device_id, "cmd"), qos=1)
+
+    def _on_disconnect(self, device: _Device, reason_code: ReasonCode) -> None:
+        self._settle(device.gone)
+        if self._stopping or device.crashed or not reason_code.is_failure or not device.ready.done():
+            return
+        self._on_loop(self._schedule_reconnect, device)
+
+    def _schedule_reconnect(self, device: _Device) -> None:
+        assert self._loop is not None
+        if self._stopping or (device.reconnecting is not None and not device.reconnecting.done()):
+            return
+        device.reconnecting = self._loop.create_task(self._reconnect(device))
+
+    async def _reconnect(self, device: _Device) -> None:
+        """Connect again after the broker went away, as device firmware does, with a growing pause."""
+        assert self._gate is not None and self._loop is not None
+        delay = _RECONNECT_MIN
+        while not self._stopping:
+            await asyncio.sleep(delay)
+            if device.gone.done():
+                device.gone = self._loop.create_future()
+            try:
+                async with self._gate:
+                    await asyncio.to_thread(device.client.reconnect)
+                return
+            except OSError:
+                delay = min(delay * 2, _RECONNECT_MAX)
 
     @staticmethod
     def _settle(future: asyncio.Future[None]) -> None:

@@ -188,7 +188,7 @@ def _schemas() -> dict[str, Schema]:
             ("id", "sender", "sent", "event", "level", "status", "msg_type", "state", "version", "exercise"),
             description="An alert, aligned with CAP 1.2. Empty optional fields are left out.",
         ),
-        "AlertStatus": {
+        "AlertWithDeliveries": {
             "allOf": [
                 _ref("Alert"),
                 _obj(
@@ -488,7 +488,7 @@ def _paths() -> dict[str, Any]:
             "get": _api(
                 "预警状态 Read an alert",
                 "The alert and its delivery counts. Needs `read`.",
-                {"200": _json(_ref("AlertStatus"), "The alert.")},
+                {"200": _json(_ref("AlertWithDeliveries"), "The alert.")},
                 "Unauthorized",
                 "Forbidden",
                 "NotFound",
