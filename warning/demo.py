@@ -38,7 +38,7 @@ from warning.web.app import BROADCASTER, BROKER, DIRECTORY, ENGINE, EVIDENCE, ST
 
 DEMO_TOWNSHIP = "331099101"
 RECEIPT_GRACE = 10.0  # seconds to wait for the sandbox's delivery receipts after the last send
-MINUTE = 0.5  # real seconds per minute of the drill's night: the hour-long ladder plays in 30 s
+MINUTE = 1.0  # real seconds per minute of the drill's night: the hour-long ladder plays in a minute
 OFFLINE_SPEAKERS = 1  # loudspeakers left offline, so the drill shows a silent one escalated
 
 

@@ -115,7 +115,7 @@ def auth_middleware(users: web.AppKey[Users]) -> Any:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/api/"):
+        if not request.path.startswith("/api/") or request.path == OPENAPI_PATH:
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
