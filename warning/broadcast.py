@@ -168,6 +168,7 @@ class Broadcaster:
             reach=self.reach,
         )
         if not report.stopped_early:
+            await self.reach.registered(alert.id)
             await self.tasks.send_links(alert)
             await self.escalation.schedule(alert)
             if "speaker" in report.queued or "speaker" in report.no_address:

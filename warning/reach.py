@@ -101,11 +101,13 @@ local function advance(rid, cur, new, now)
     redis.call('HINCRBY', KEYS[2], scope .. ':' .. old, -1)
     redis.call('HINCRBY', KEYS[2], scope .. ':' .. new, 1)
   end
+  -- Whole-alert milestones only once every resident is registered (the fan-out is still adding some).
+  local complete = redis.call('HEXISTS', KEYS[4], 'registered') == 1
   local reached = counter('all:n') + done('all')
-  if reached >= 0.9 * counter('all:total') then redis.call('HSETNX', KEYS[4], 'machine_90', now) end
+  if complete and reached >= 0.9 * counter('all:total') then redis.call('HSETNX', KEYS[4], 'machine_90', now) end
   if must and (new == 'a' or new == 'c') then
     redis.call('SREM', KEYS[3], rid)
-    if done('must') >= counter('must:total') then redis.call('HSETNX', KEYS[4], 'must_100', now) end
+    if complete and done('must') >= counter('must:total') then redis.call('HSETNX', KEYS[4], 'must_100', now) end
     if done('mv:' .. village) >= counter('mv:' .. village .. ':total') then
       redis.call('HSETNX', KEYS[4], 'v:' .. village .. ':must_100', now)
     end
@@ -295,6 +297,19 @@ class Reach:
     async def milestone(self, alert_id: str, name: str, when: float | None = None) -> bool:
         """Note the first time something happened (e.g. "first_sent"); True if this was the first."""
         return bool(await self.redis.hsetnx(self.key(alert_id, "t"), name, f"{when or self.clock():.3f}"))
+
+    async def registered(self, alert_id: str) -> None:
+        """Every resident of the alert is in the ledger (the fan-out finished): whole-alert milestones may
+        now be reached, and any already reached while registering are noted now."""
+        await self.milestone(alert_id, "registered")
+        counts = await self.counts(alert_id)
+        everyone, must = counts.scope("all"), counts.scope("must")
+        if everyone["total"] and everyone["notified"] + everyone["acknowledged"] + everyone["confirmed"] >= (
+            0.9 * everyone["total"]
+        ):
+            await self.milestone(alert_id, "machine_90")
+        if must["total"] and must["acknowledged"] + must["confirmed"] >= must["total"]:
+            await self.milestone(alert_id, "must_100")
 
     async def village_heard(self, alert_id: str, village: str, when: float | None = None) -> bool:
         """Note that a loudspeaker played in `village`; True the first time (its residents get evidence)."""

@@ -28,12 +28,7 @@ def _iso(ts: float | None) -> str | None:
 
 
 async def _contacts(service: Broadcaster, ids: Sequence[str]) -> dict[str, Contact]:
-    out = {}
-    for contact_id in dict.fromkeys(i for i in ids if i):
-        contact = await service.directory.contact(contact_id)
-        if contact is not None:
-            out[contact_id] = contact
-    return out
+    return await service.directory.contacts(list(dict.fromkeys(i for i in ids if i)))
 
 
 async def channel_counts(service: Broadcaster, alert: Alert) -> dict[str, dict[str, int]]:
@@ -111,7 +106,7 @@ async def reach_view(service: Broadcaster, alert_id: str, *, limit: int = UNREAC
     escalated = await service.escalation.is_escalated(alert.id, [e.resident for e in entries_out])
     owners = [responsible.get(e.village, (e.cadre, ""))[0] for e in entries_out]
     contacts = await _contacts(service, owners)
-    people = {e.resident: await service.directory.resident(e.resident) for e in entries_out}
+    people = await service.directory.residents([e.resident for e in entries_out])
     unreached_json = []
     for entry, owner, flag in zip(entries_out, owners, escalated, strict=True):
         contact = contacts.get(owner)

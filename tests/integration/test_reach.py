@@ -12,6 +12,7 @@ async def _ledger(store: Store) -> Reach:
     reach = Reach(store.redis, store.keys)
     await reach.register("A1", "vulnerable", "331099101201", True, [("R1", "C1"), ("R2", "C1")])
     await reach.register("A1", "public", "331099101201", False, [("R3", ""), ("R1", "C1")])
+    await reach.registered("A1")
     return reach
 
 
@@ -94,8 +95,13 @@ async def test_confirmations_are_kept_and_late_ones_flagged(store: Store) -> Non
 
 async def test_machine_reach_milestone_at_ninety_percent(store: Store) -> None:
     reach = Reach(store.redis, store.keys)
-    await reach.register("A3", "public", "331099101201", False, [(f"R{i}", "") for i in range(10)])
-    await reach.record("A3", "sms", "D", [f"R{i}" for i in range(8)], now=50.0)
+    await reach.register("A3", "public", "331099101201", False, [(f"R{i}", "") for i in range(5)])
+    # While the fan-out is still registering, 5 of 5 delivered is not "90 % of the alert".
+    await reach.record("A3", "sms", "D", [f"R{i}" for i in range(5)], now=40.0)
+    assert "machine_90" not in await reach.milestones("A3")
+    await reach.register("A3", "public", "331099101202", False, [(f"R{i}", "") for i in range(5, 10)])
+    await reach.registered("A3")
+    await reach.record("A3", "sms", "D", [f"R{i}" for i in range(5, 8)], now=50.0)
     assert "machine_90" not in await reach.milestones("A3")
     await reach.record("A3", "sms", "D", ["R8"], now=60.0)
     assert (await reach.milestones("A3"))["machine_90"] == 60.0

@@ -33,6 +33,8 @@ ERROR_CODES = (
     "too_large",
 )
 CAP_ACTIONS = ("issued", "draft", "updated", "cancelled")
+# Twilio's SMS `MessageStatus` values the status hook knows (web/hooks.py); any other is 400.
+MESSAGE_STATUSES = ("queued", "accepted", "sending", "sent", "delivered", "undelivered", "failed")
 
 Schema = dict[str, Any]
 
@@ -84,14 +86,8 @@ def _param(name: str, where: str, schema: Schema, description: str, *, required:
     }
 
 
-def _form(schema: Schema, description: str = "") -> Schema:
-    body: Schema = {
-        "required": True,
-        "content": {"application/x-www-form-urlencoded": {"schema": schema}},
-    }
-    if description:
-        body["description"] = description
-    return body
+def _form(schema: Schema) -> Schema:
+    return {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": schema}}}
 
 
 _ALERT_ID = _param("id", "path", _STRING, "The alert id (its CAP identifier).")
@@ -341,11 +337,6 @@ def _schemas() -> dict[str, Schema]:
             },
             ("resident_id", "outcome"),
         ),
-        "TwilioForm": {
-            "type": "object",
-            "additionalProperties": _STRING,
-            "description": "Twilio's form parameters; all of them are covered by X-Twilio-Signature.",
-        },
         "Readiness": _obj(
             {
                 "status": {"type": "string", "enum": ["ready", "degraded", "not_ready"]},
@@ -405,7 +396,9 @@ def _api(summary: str, description: str, ok: dict[str, Schema], *errors: str, **
     }
 
 
-def _twilio(summary: str, description: str, ok: dict[str, Schema], *query: Schema) -> dict[str, Any]:
+def _twilio(
+    summary: str, description: str, form: Schema, ok: dict[str, Schema], *query: Schema
+) -> dict[str, Any]:
     """A Twilio webhook: signed over our public URL and every form parameter; replays answered, not rerun."""
     return {
         "summary": summary,
@@ -421,7 +414,13 @@ def _twilio(summary: str, description: str, ok: dict[str, Schema], *query: Schem
             _param("I-Twilio-Idempotency-Token", "header", _STRING, "Twilio's retry id (replay guard)."),
             *query,
         ],
-        "requestBody": _form(_ref("TwilioForm")),
+        "requestBody": _form(
+            _obj(
+                form,
+                additionalProperties=_STRING,
+                description="Twilio sends more parameters than these; the signature covers every one.",
+            )
+        ),
         "responses": ok | {"403": _text("text/plain", "Invalid signature; nothing changed.")},
     }
 
@@ -608,7 +607,8 @@ def _paths() -> dict[str, Any]:
         "/hooks/twilio/status": {
             "post": _twilio(
                 "短信回执 SMS status callback",
-                "A delivery receipt (`MessageStatus`) for the delivery `d`.",
+                "A delivery receipt for the delivery `d`.",
+                {"MessageSid": _STRING, "MessageStatus": {"type": "string", "enum": list(MESSAGE_STATUSES)}},
                 {
                     "204": {"description": "Recorded (or a replay)."},
                     "400": _text("text/plain", "Unknown status or delivery."),
@@ -619,7 +619,12 @@ def _paths() -> dict[str, Any]:
         "/hooks/twilio/sms": {
             "post": _twilio(
                 "短信回复 Inbound SMS",
-                "A resident's reply (`From`, `Body`, `MessageSid`): any reply shows they got the warning.",
+                "A resident's reply: any reply shows they got the warning.",
+                {
+                    "From": {"type": "string", "examples": ["+8613800000000"]},
+                    "Body": _STRING,
+                    "MessageSid": _STRING,
+                },
                 {"200": _text("text/xml", "Empty TwiML.")},
             ),
         },
@@ -627,6 +632,7 @@ def _paths() -> dict[str, Any]:
             "post": _twilio(
                 "语音内容 Voice call TwiML",
                 "What an answered call says: the warning, repeated, asking to press 1.",
+                {"CallSid": _STRING},
                 twiml | {"400": _text("text/plain", "Unknown delivery.")},
                 delivery,
             ),
@@ -634,7 +640,8 @@ def _paths() -> dict[str, Any]:
         f"{VOICE_HOOKS}/gather": {
             "post": _twilio(
                 "语音按键 Keypress",
-                "The key pressed (`Digits`): 1 acknowledges; anything else is asked again once (`r=1`).",
+                "The key pressed: 1 acknowledges; anything else is asked again once (`r=1`).",
+                {"CallSid": _STRING, "Digits": _STRING},
                 twiml | {"400": _text("text/plain", "Unknown delivery.")},
                 delivery,
                 _param("r", "query", {"type": "string", "enum": ["1"]}, "Set on the second asking."),
@@ -643,7 +650,8 @@ def _paths() -> dict[str, Any]:
         f"{VOICE_HOOKS}/status": {
             "post": _twilio(
                 "通话状态 Call status",
-                "Call progress; `CallStatus` is one of " + ", ".join(sorted(CALL_STATUSES)) + ".",
+                "Call progress: reported once per callback.",
+                {"CallSid": _STRING, "CallStatus": {"type": "string", "enum": sorted(CALL_STATUSES)}},
                 {
                     "204": {"description": "Recorded (or a replay)."},
                     "400": _text("text/plain", "Unknown delivery, attempt or call status."),
