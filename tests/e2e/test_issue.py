@@ -286,3 +286,54 @@ def test_cap_in_and_out_over_http(embedded_cli: Cli) -> None:
     except urllib.error.HTTPError as exc:
         assert exc.code == 400 and json.loads(exc.read())["error"]["code"] == "invalid_cap"
     assert embedded_cli.stop(serve) == 0
+
+
+def test_status_and_report_show_who_was_reached(cli: Cli) -> None:
+    """`warning status` shows reach per village and who answers for the open ones; `warning report` writes
+    the after-action report as JSON, CSV and XLSX with the same figures."""
+    from openpyxl import load_workbook
+
+    serve = cli.start("serve", "--sample")
+    cli.wait_healthy(serve)
+    village = "331099101202"
+    result = cli.run(
+        "issue",
+        "--event",
+        "台风",
+        "--level",
+        "red",
+        "--area",
+        village,
+        "--audiences",
+        "vulnerable",
+        "--exercise",
+        "--wait",
+    )
+    assert result.returncode == 0, result.stderr
+    alert_id = result.stdout.strip().splitlines()[0]
+    sample = Path(warning.sample.__file__).parent / "data" / "residents.csv"
+    with sample.open(encoding="utf-8") as fh:
+        vulnerable = [
+            r
+            for r in csv.DictReader(fh)
+            if r["village"] == village
+            and {"elderly", "lives_alone", "no_smartphone", "disabled"} & set(r["tags"].split(";"))
+        ]
+    status = cli.run("status", alert_id)
+    assert status.returncode == 0, status.stderr
+    assert f"必达人员 {len(vulnerable)} 人" in status.stdout and village in status.stdout
+    report = cli.run("report", alert_id, "--format", "json", "--out", "-")
+    assert report.returncode == 0, report.stderr
+    data = json.loads(report.stdout)
+    assert data["must_reach"]["total"] == len(vulnerable)
+    assert data["timings"]["seconds_to_first_message"] is not None
+    assert {v["code"] for v in data["villages"] if v["must_reach_total"]} == {village}
+    for fmt in ("csv", "xlsx"):
+        written = cli.run("report", alert_id, "--format", fmt)
+        assert written.returncode == 0, written.stderr
+        assert (cli.cwd / f"report-{alert_id}.{fmt}").stat().st_size > 0
+    book = load_workbook(cli.cwd / f"report-{alert_id}.xlsx")
+    summary = {row[0]: row[1] for row in book["summary"].iter_rows(values_only=True)}
+    assert summary["must_reach_total"] == len(vulnerable)
+    assert cli.run("report", "W-does-not-exist").returncode == 2
+    assert cli.stop(serve) == 0
