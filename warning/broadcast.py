@@ -489,6 +489,29 @@ class Broadcaster:
         await self.alerts.audit(actor=actor, role=role, action="approve", obj=alert.id, result="ok")
         return alert, await self.fan_out(alert, progress=progress)
 
+    async def reject(self, alert_id: str, *, actor: str = "cli", role: str = "approver") -> Alert:
+        """Refuse a draft: it is never issued (the two-person rule's "no").
+
+        Raises:
+            AlertNotFound: unknown id.
+            AlertError: not a draft.
+        """
+        draft = await self.alerts.get(alert_id)
+        if draft.state is AlertState.REJECTED:
+            return draft
+        if draft.state not in (AlertState.DRAFT, AlertState.PENDING_APPROVAL):
+            raise AlertError(
+                t(
+                    "预警 {id} 是 {s} 状态，只有草稿可以驳回",
+                    "alert {id} is {s}; only drafts can be rejected",
+                    id=draft.id,
+                    s=draft.state.value,
+                )
+            )
+        alert = await self.alerts.set_state(draft, AlertState.REJECTED)
+        await self.alerts.audit(actor=actor, role=role, action="reject", obj=alert.id, result="ok")
+        return alert
+
     async def _referenced(self, references: tuple[str, ...]) -> Alert:
         """The one alert of ours that the references name; refuses to guess."""
         found: dict[str, Alert] = {}

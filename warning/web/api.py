@@ -39,6 +39,10 @@ _ALERT_FIELDS = {
 }
 
 
+USER: web.RequestKey[User | None] = web.RequestKey("user")
+EVENTS_MAX_SECONDS = 3600  # an event stream ends after an hour; clients reconnect
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
@@ -132,7 +136,7 @@ def auth_middleware(users: web.AppKey[Users]) -> Any:
                     "(create one with `warning users add`)",
                 ),
             )
-        request["user"] = user  # None only on the public CAP route
+        request[USER] = user  # None only on the public CAP route and the OpenAPI document
         try:
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
@@ -152,7 +156,8 @@ def auth_middleware(users: web.AppKey[Users]) -> Any:
 
 
 def _require(request: web.Request, action: str) -> User:
-    user: User = request["user"]
+    user = request[USER]
+    assert user is not None  # the middleware answered 401 otherwise
     if not user.may(action):
         raise web.HTTPForbidden(
             text=json.dumps(
@@ -206,7 +211,11 @@ def api_routes(
 
     async def list_alerts(request: web.Request) -> web.Response:
         _require(request, "read")
-        alerts = await request.app[broadcaster].alerts.recent(limit=int(request.query.get("limit", "50")))
+        try:
+            limit = max(1, min(1000, int(request.query.get("limit", "50"))))
+        except ValueError:
+            raise FieldError(t("limit 应为整数", "limit must be an integer"), field="limit") from None
+        alerts = await request.app[broadcaster].alerts.recent(limit=limit)
         return web.json_response({"alerts": [alert_json(a) for a in alerts]})
 
     async def get_alert(request: web.Request) -> web.Response:
@@ -230,7 +239,7 @@ def api_routes(
         """The alert as CAP 1.2 XML; without a token only issued, non-exercise alerts are visible."""
         service = request.app[broadcaster]
         alert = await service.alerts.get(request.match_info["id"])
-        if request["user"] is None and not _public(alert):
+        if request[USER] is None and not _public(alert):
             raise AlertNotFound(t("没有编号为 {id} 的公开预警", "no public alert with id {id}", id=alert.id))
         body = await service.cap_document(alert)
         return web.Response(body=body, content_type="application/cap+xml", charset="utf-8")
@@ -253,6 +262,45 @@ def api_routes(
         service = request.app[broadcaster]
         alert, _ = await service.approve(request.match_info["id"], actor=user.name, role=user.role.value)
         return web.json_response(alert_json(alert))
+
+    async def reject_alert(request: web.Request) -> web.Response:
+        """Refuse a draft (e.g. one a feed rule drafted); it is never issued."""
+        user = _require(request, "approve")
+        alert = await request.app[broadcaster].reject(
+            request.match_info["id"], actor=user.name, role=user.role.value
+        )
+        return web.json_response(alert_json(alert))
+
+    async def alert_events(request: web.Request) -> web.StreamResponse:
+        """Server-sent events: the alert's progress every second until it is no longer issued."""
+        _require(request, "read")
+        service = request.app[broadcaster]
+        alert = await service.alerts.get(request.match_info["id"])
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        for _ in range(EVENTS_MAX_SECONDS):
+            alert, counts = await service.status(alert.id)
+            must = (await service.reach.counts(alert.id)).scope("must")
+            progress = {
+                "alert_id": alert.id,
+                "state": alert.state.value,
+                "version": alert.version,
+                "deliveries": counts_json(counts),
+                "must_reach": must,
+                "unreached_total": await service.reach.open_count(alert.id),
+            }
+            name = "progress" if alert.state is AlertState.ISSUED else "end"
+            await response.write(f"event: {name}\ndata: {_dumps(progress)}\n\n".encode())
+            if name == "end":
+                break
+            await asyncio.sleep(1)
+        return response
 
     async def cancel_alert(request: web.Request) -> web.Response:
         user = _require(request, "cancel")
@@ -295,6 +343,8 @@ def api_routes(
         web.get("/api/v1/alerts", list_alerts),
         web.get("/api/v1/alerts/{id}", get_alert),
         web.post("/api/v1/alerts/{id}/cancel", cancel_alert),
+        web.post("/api/v1/alerts/{id}/reject", reject_alert),
+        web.get("/api/v1/alerts/{id}/events", alert_events),
         web.post("/api/v1/alerts/{id}/update", update_alert),
         web.post("/api/v1/alerts/{id}/approve", approve_alert),
         web.get("/api/v1/alerts/{id}/cap", alert_cap),

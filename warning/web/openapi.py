@@ -514,7 +514,25 @@ def _paths() -> dict[str, Any]:
                     "批准预警 Approve a draft",
                     "Issues a draft; the approver may not be the operator who drafted it. Needs `approve`.",
                 ),
+                ("reject", "驳回预警 Reject a draft", "The draft is never issued. Needs `approve`."),
             )
+        },
+        "/api/v1/alerts/{id}/events": {
+            "get": _api(
+                "实时进度 Progress events",
+                "Server-sent events: `progress` every second (deliveries per ledger and state, must-reach"
+                " counts, unreached total) while the alert is issued, then one `end`. Needs `read`.",
+                {
+                    "200": {
+                        "description": "An event stream (`event: progress|end`, `data:` one JSON object).",
+                        "content": {"text/event-stream": {"schema": _STRING}},
+                    }
+                },
+                "Unauthorized",
+                "Forbidden",
+                "NotFound",
+                parameters=[_ALERT_ID],
+            ),
         },
         "/api/v1/alerts/{id}/update": {
             "post": _api(
