@@ -8,7 +8,7 @@ officers), the signed page link, the deadline, and the message that brings the l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from warning.config import EscalationSettings
 from warning.deliveries import Deliveries
@@ -17,7 +17,7 @@ from warning.links import Links, link_expiry
 from warning.model import Alert, Contact, Role
 from warning.notify import Note, send_notes
 from warning.reach import Reach
-from warning.render.words import level_name
+from warning.render.words import CHINA_TIME, level_name
 
 # Who answers for a must-reach resident without a (known) cadre, in this order.
 FALLBACK_ROLES = (Role.VILLAGE_HEAD, Role.TOWNSHIP_DUTY, Role.COUNTY_DUTY)
@@ -64,7 +64,7 @@ async def first_contact(directory: Directory, village: str, roles: tuple[Role, .
 
 
 def task_text(alert: Alert, contact: Contact, count: int, link: str, deadline: float) -> str:
-    due = datetime.fromtimestamp(deadline, UTC).astimezone().strftime("%H:%M")
+    due = datetime.fromtimestamp(deadline, CHINA_TIME).strftime("%H:%M")
     mark = "【演练】" if alert.exercise else ""
     return (
         f"{mark}{contact.name}同志：{alert.event}{level_name(alert.level, 'zh-CN')}预警，"

@@ -25,7 +25,7 @@ from warning.evidence import ClosedTask, Evidence, ForbiddenTask
 from warning.links import CADRE, RESIDENT, Claims, LinkError, hash_token
 from warning.model import Alert, AlertState, Level, Resident
 from warning.reach import OUTCOMES
-from warning.render.words import level_name
+from warning.render.words import CHINA_TIME, level_name
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ _TAGS = {
 STRINGS: dict[str, dict[str, str]] = {
     "zh-CN": {
         "title": "叫应任务",
+        "call": "拨打",
         "deadline": "请在此时间前逐一回报",
         "contact": "负责人",
         "progress": "已确认",
@@ -73,6 +74,7 @@ STRINGS: dict[str, dict[str, str]] = {
     },
     "en": {
         "title": "Check-in list",
+        "call": "Call",
         "deadline": "Report each person before",
         "contact": "Responsible",
         "progress": "confirmed",
@@ -206,7 +208,7 @@ def cadre_routes(evidence_key: web.AppKey[Evidence]) -> list[web.RouteDef]:
                 }
             )
         rows.sort(key=lambda r: (r["done"], r["village"], r["name"]))
-        deadline = datetime.fromtimestamp(await ev.service.tasks.deadline(alert), UTC).astimezone()
+        deadline = datetime.fromtimestamp(await ev.service.tasks.deadline(alert), CHINA_TIME)
         suffix = "?lang=en" if lang == "en" else ""
         return _page(
             "cadre.html",
