@@ -226,14 +226,19 @@ class Escalation:
         delivery_key, village = rest.rsplit("|", 1)
         return await self._silent_speaker(alert, delivery_key, village)
 
-    async def _once(self, alert_id: str, name: str) -> bool:
-        return bool(await self.redis.hsetnx(self._key(alert_id, "fired"), name, f"{self.clock():.3f}"))
+    async def _fired(self, alert_id: str, name: str) -> bool:
+        return bool(await self.redis.hexists(self._key(alert_id, "fired"), name))
+
+    async def _mark_fired(self, alert_id: str, name: str) -> None:
+        # Marked once everything is queued: a sweep that dies half-way is done again (its messages are
+        # idempotent), instead of a step lost. The scheduler's lock keeps two sweeps from overlapping.
+        await self.redis.hsetnx(self._key(alert_id, "fired"), name, f"{self.clock():.3f}")
 
     async def _step(self, alert: Alert, index: int, step: EscalationStep) -> list[Escalated]:
         """Fire one step: stream the open residents (memory grows with contacts and villages, not with
         residents), list each on the contact now responsible, then tell each contact once."""
-        if not await self._once(alert.id, str(index)):
-            return []  # fired before
+        if await self._fired(alert.id, str(index)):
+            return []
         groups: dict[str, _Group] = defaultdict(_Group)
         owner = _Owners(self, alert.id, step.notify)
         async for entries in self.reach.open_residents(alert.id, dedupe=False):
@@ -264,6 +269,7 @@ class Escalation:
             await self._record(
                 alert.id, [Escalated(str(index), step.notify, "", "", (), 0, self.clock(), "resolved")]
             )
+            await self._mark_fired(alert.id, str(index))
             return []
         contacts = await self.directory.contacts([c for c in groups if c])
         records: list[Escalated] = []
@@ -298,6 +304,7 @@ class Escalation:
         if responsible:
             await self.redis.hset(self._key(alert.id, "resp"), mapping=responsible)
         await send_notes(self.deliveries, alert, f"esc{index}", step.channels, notes)
+        await self._mark_fired(alert.id, str(index))
         log.warning(
             "escalation step fired",
             extra={"alert": alert.id, "step": index, "role": step.notify, "contacts": len(notes)},
@@ -329,7 +336,7 @@ class Escalation:
         if state == "delivered":
             return []  # it played
         device = recipient.removeprefix("s:")
-        if not await self._once(alert.id, f"spk|{device}"):
+        if await self._fired(alert.id, f"spk|{device}"):
             return []
         cadres = await self.directory.contacts_for(village, Role.CADRE)
         cadre_id = cadres[0].id if cadres else await first_contact(self.directory, village, _ROLE_CHAIN[1:])
@@ -361,6 +368,7 @@ class Escalation:
                 self.settings.task_channel_names,
                 [Note(contact, text, village)],
             )
+        await self._mark_fired(alert.id, f"spk|{device}")
         return [record]
 
     async def _record(self, alert_id: str, records: Sequence[Escalated]) -> None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from tests.integration.conftest import County
+from warning import escalation as escalation_module
 from warning.broadcast import AlertRequest, Broadcaster
 from warning.config import EscalationSettings, EscalationStep, Settings
 from warning.evidence import Evidence
@@ -184,7 +187,7 @@ async def test_every_commanded_loudspeaker_is_watched_from_fan_out(
 ) -> None:
     """Nothing is sent here (no workers): the broker may be down, the device offline — each loudspeaker of
     the village still escalates to the cadre once its deadline passes without `played`."""
-    service, clock, alert = await issue(sample_store, audiences=("speakers",))
+    service, clock, _ = await issue(sample_store, audiences=("speakers",))
     devices = {s["device_id"] for s in county.speakers if s["village"] == VILLAGE}
     clock.now += service.settings.escalation.speaker_play_within - 1
     assert await service.escalation.sweep() == []
@@ -192,3 +195,28 @@ async def test_every_commanded_loudspeaker_is_watched_from_fan_out(
     records = await service.escalation.sweep()
     assert {r.detail.split()[1] for r in records} == devices
     assert all(r.step == "spk" and r.contact_name for r in records)
+
+
+async def test_a_sweep_that_dies_half_way_is_done_again_not_lost(
+    sample_store: Store, county: County, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service, clock, alert = await issue(sample_store)
+    real = escalation_module.send_notes
+    calls = 0
+
+    async def flaky(*args: object, **kwargs: object) -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("redis went away")
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(escalation_module, "send_notes", flaky)
+    clock.now += 900
+    with pytest.raises(ConnectionError):
+        await service.escalation.sweep()
+    [again] = await service.escalation.sweep()
+    assert again.step == "0"
+    assert await service.escalation.sweep() == []
+    counts = await service.deliveries.counts(alert.id, alert.version, ["sms.esc0"])
+    assert counts["sms.esc0"].get("queued") == 1
