@@ -37,8 +37,9 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check warning tests
 	$(BIN)/mypy
 
+# Each benchmark beside a bare baseline measured in the same run; `make bench ARGS=--quick` for a smoke run.
 bench: $(VENV)/.installed-dev
-	@echo "make bench: not yet — benchmarks arrive with the broadcast engine (issue 3)." >&2; exit 1
+	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
