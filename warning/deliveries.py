@@ -263,30 +263,38 @@ class Deliveries:
 
     async def enqueue(self, batch: Batch, *, urgent: bool) -> tuple[int, int]:
         """Queue the batch's recipients not yet queued for this alert version; return (queued, no_address)."""
-        args = [batch.header(), batch.recipients_json()]
-        keys = [
-            self.states_key(batch.alert_id, batch.version, batch.ledger),
-            self.counts_key(batch.alert_id, batch.version, batch.ledger),
-            self.stream_key(batch.channel, urgent),
-        ]
-        queued, skipped = await self._enqueue(keys=keys, args=args)
+        queued, skipped = await self._enqueue(
+            keys=self._enqueue_keys(batch, urgent), args=self._enqueue_args(batch)
+        )
         return int(queued), int(skipped)
+
+    async def enqueue_on(self, pipe: Any, batch: Batch, *, urgent: bool) -> None:
+        """`enqueue` on the caller's pipeline; its (queued, no_address) comes from `pipe.execute()`."""
+        await self._enqueue(
+            keys=self._enqueue_keys(batch, urgent), args=self._enqueue_args(batch), client=pipe
+        )
 
     async def enqueue_many(self, batches: Sequence[Batch], *, urgent: bool) -> dict[str, int]:
         """`enqueue` for many small batches in one round trip; returns queued per ledger."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for batch in batches:
-                keys = [
-                    self.states_key(batch.alert_id, batch.version, batch.ledger),
-                    self.counts_key(batch.alert_id, batch.version, batch.ledger),
-                    self.stream_key(batch.channel, urgent),
-                ]
-                await self._enqueue(keys=keys, args=[batch.header(), batch.recipients_json()], client=pipe)
+                await self.enqueue_on(pipe, batch, urgent=urgent)
             results = await pipe.execute()
         queued: dict[str, int] = {}
         for batch, (count, _) in zip(batches, results, strict=True):
             queued[batch.ledger] = queued.get(batch.ledger, 0) + int(count)
         return queued
+
+    def _enqueue_keys(self, batch: Batch, urgent: bool) -> list[str]:
+        return [
+            self.states_key(batch.alert_id, batch.version, batch.ledger),
+            self.counts_key(batch.alert_id, batch.version, batch.ledger),
+            self.stream_key(batch.channel, urgent),
+        ]
+
+    @staticmethod
+    def _enqueue_args(batch: Batch) -> list[str]:
+        return [batch.header(), batch.recipients_json()]
 
     async def claim(self, batch: Batch) -> str:
         """Mark the batch's recipients `sending` if the alert is live; one decision code per recipient."""

@@ -154,35 +154,47 @@ async def fan_out(
                 batch_size=batch_size,
                 seen_contacts=seen_contacts,
             ):
-                if reach is not None and members.residents and action == "play":
-                    owners = [
-                        (
-                            r.id,
-                            await responsible.for_resident(r.cadre, village)
-                            if audience.must_reach
-                            else r.cadre,
-                        )
-                        for r in members.residents
-                    ]
-                    await reach.register(alert.id, audience.name, village, audience.must_reach, owners)
+                batches = []
                 for channel, recipients in members.recipients.items():
                     if personal[channel]:
                         recipients = await _personalise(
                             alert, audience, channel, recipients, renderer, directory
                         )
-                    batch = Batch(
-                        alert.id,
-                        alert.version,
-                        channel,
-                        audience.name,
-                        village,
-                        tuple(recipients),
-                        action=action,
+                    batches.append(
+                        Batch(
+                            alert.id,
+                            alert.version,
+                            channel,
+                            audience.name,
+                            village,
+                            tuple(recipients),
+                            action=action,
+                        )
                     )
-                    queued, skipped = await deliveries.enqueue(
-                        batch, urgent=alert.level.urgent or action == "stop"
-                    )
-                    report.add(batch.ledger, queued, skipped)
+                # One round trip per batch of members: the reach ledger and every channel's queue.
+                async with deliveries.redis.pipeline(transaction=False) as pipe:
+                    if reach is not None and members.residents and action == "play":
+                        owners = [
+                            (
+                                r.id,
+                                await responsible.for_resident(r.cadre, village)
+                                if audience.must_reach
+                                else r.cadre,
+                            )
+                            for r in members.residents
+                        ]
+                        await reach.register(
+                            alert.id, audience.name, village, audience.must_reach, owners, client=pipe
+                        )
+                    for batch in batches:
+                        await deliveries.enqueue_on(
+                            pipe, batch, urgent=alert.level.urgent or action == "stop"
+                        )
+                    results = await pipe.execute()
+                for batch, (queued, skipped) in zip(
+                    batches, results[len(results) - len(batches) :], strict=True
+                ):
+                    report.add(batch.ledger, int(queued), int(skipped))
         report.villages = index
         await mark_pending(deliveries, alert, action)
         if progress is not None:

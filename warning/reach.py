@@ -51,14 +51,16 @@ EVIDENCE: Final[dict[str, dict[str, tuple[int, str]]]] = {
 # KEYS: r, n, open. ARGV: key prefix for task sets, audience, must ("1"/"0"), village, then rid, cadre, …
 _REGISTER = """
 local fresh = 0
+local inc, tasks = {}, {}
+local function bump(name) inc[name] = (inc[name] or 0) + 1 end
 for i = 5, #ARGV, 2 do
   local rid, cadre = ARGV[i], ARGV[i + 1]
   local cur = redis.call('HGET', KEYS[1], rid)
   if not cur then
     redis.call('HSET', KEYS[1], rid, 'p' .. ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[2] .. '|' .. cadre)
     for _, scope in ipairs({'all', 'v:' .. ARGV[4], 'au:' .. ARGV[2]}) do
-      redis.call('HINCRBY', KEYS[2], scope .. ':p', 1)
-      redis.call('HINCRBY', KEYS[2], scope .. ':total', 1)
+      bump(scope .. ':p')
+      bump(scope .. ':total')
     end
     fresh = fresh + 1
   end
@@ -66,14 +68,17 @@ for i = 5, #ARGV, 2 do
     local state = cur and string.sub(cur, 1, 1) or 'p'
     if cur then redis.call('HSET', KEYS[1], rid, state .. '1' .. string.sub(cur, 3)) end
     for _, scope in ipairs({'must', 'mv:' .. ARGV[4], 'k:' .. cadre}) do
-      redis.call('HINCRBY', KEYS[2], scope .. ':' .. state, 1)
-      redis.call('HINCRBY', KEYS[2], scope .. ':total', 1)
+      bump(scope .. ':' .. state)
+      bump(scope .. ':total')
     end
     if state ~= 'a' and state ~= 'c' then redis.call('SADD', KEYS[3], rid) end
     redis.call('SADD', ARGV[1] .. cadre, rid)
-    redis.call('HINCRBY', ARGV[1] .. '#', cadre, 1)
+    tasks[cadre] = (tasks[cadre] or 0) + 1
   end
 end
+-- Counters once per batch, not once per resident.
+for name, n in pairs(inc) do redis.call('HINCRBY', KEYS[2], name, n) end
+for cadre, n in pairs(tasks) do redis.call('HINCRBY', ARGV[1] .. '#', cadre, n) end
 return fresh
 """
 
@@ -253,7 +258,14 @@ class Reach:
     # -- writing ------------------------------------------------------------------------------------
 
     async def register(
-        self, alert_id: str, audience: str, village: str, must_reach: bool, members: Sequence[tuple[str, str]]
+        self,
+        alert_id: str,
+        audience: str,
+        village: str,
+        must_reach: bool,
+        members: Sequence[tuple[str, str]],
+        *,
+        client: Any = None,
     ) -> int:
         """Enter residents (id, cadre id) reached as `audience` in `village`; returns how many were new.
 
@@ -264,6 +276,9 @@ class Reach:
         args = [self.key(alert_id, "task:"), audience, "1" if must_reach else "0", village]
         args += [x for rid, cadre in members for x in (rid, cadre)]
         keys = [self.key(alert_id, "r"), self.key(alert_id, "n"), self.key(alert_id, "open")]
+        if client is not None:  # queued on the caller's pipeline: its result comes from execute()
+            await self._register(keys=keys, args=args, client=client)
+            return 0
         return int(await self._register(keys=keys, args=args))
 
     async def record(
