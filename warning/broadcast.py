@@ -20,7 +20,7 @@ from warning.directory.store import Directory
 from warning.errors import AlertError, AlertNotFound, UsageError
 from warning.escalation import Escalation
 from warning.fanout import FanoutReport, Progress, Texts, fan_out, mark_pending, pending_key, render_all
-from warning.i18n import t
+from warning.i18n import current_language, t
 from warning.links import Links
 from warning.model import Alert, AlertState, AlertStatus, Level
 from warning.reach import Reach
@@ -190,14 +190,7 @@ class Broadcaster:
         existing = await self.alerts.find(request.id) if request.id else None
         if existing is not None:
             if existing.state is not AlertState.ISSUED:
-                raise AlertError(
-                    t(
-                        "预警 {id} 已是 {s} 状态，不能再次发布",
-                        "alert {id} is {s} and cannot be issued again",
-                        id=existing.id,
-                        s=existing.state.value,
-                    )
-                )
+                raise _cannot(existing, "再次发布", "issued again")
             alert = existing
         else:
             alert = self._draft(request, audiences, now)
@@ -241,14 +234,7 @@ class Broadcaster:
         """
         previous = await self.alerts.get(alert_id)
         if previous.state is not AlertState.ISSUED:
-            raise AlertError(
-                t(
-                    "预警 {id} 是 {s} 状态，不能更新",
-                    "alert {id} is {s} and cannot be updated",
-                    id=previous.id,
-                    s=previous.state.value,
-                )
-            )
+            raise _cannot(previous, "更新", "updated")
         now = datetime.now(UTC)
         audiences = await self._validate(request, now)
         alert = replace(
@@ -500,14 +486,7 @@ class Broadcaster:
         if draft.state is AlertState.REJECTED:
             return draft
         if draft.state not in (AlertState.DRAFT, AlertState.PENDING_APPROVAL):
-            raise AlertError(
-                t(
-                    "预警 {id} 是 {s} 状态，只有草稿可以驳回",
-                    "alert {id} is {s}; only drafts can be rejected",
-                    id=draft.id,
-                    s=draft.state.value,
-                )
-            )
+            raise _cannot(draft, "驳回（只有草稿可以驳回）", "rejected (only drafts can be)")
         alert = await self.alerts.set_state(draft, AlertState.REJECTED)
         await self.alerts.audit(actor=actor, role=role, action="reject", obj=alert.id, result="ok")
         return alert
@@ -574,14 +553,7 @@ class Broadcaster:
         if alert.state is AlertState.CANCELLED:
             return alert
         if alert.state is not AlertState.ISSUED:
-            raise AlertError(
-                t(
-                    "预警 {id} 是 {s} 状态，不能撤销",
-                    "alert {id} is {s} and cannot be cancelled",
-                    id=alert.id,
-                    s=alert.state.value,
-                )
-            )
+            raise _cannot(alert, "撤销", "cancelled")
         alert = await self.alerts.set_state(alert, AlertState.CANCELLED)
         await self.alerts.audit(actor=actor, role=role, action="cancel", obj=alert.id, result="ok")
         await self.escalation.stop(alert.id)
@@ -686,6 +658,19 @@ class Broadcaster:
         if "speaker" in ledgers:
             ledgers.append("speaker.stop")
         return alert, await self.deliveries.counts(alert.id, alert.version, ledgers)
+
+
+def _cannot(alert: Alert, doing_zh: str, doing_en: str) -> AlertError:
+    """The error for acting on an alert in the wrong state, naming the state."""
+    return AlertError(
+        t(
+            "预警 {id} 是 {s} 状态，不能{d}",
+            "alert {id} is {s} and cannot be {d}",
+            id=alert.id,
+            s=alert.state.value,
+            d=doing_zh if current_language() == "zh-CN" else doing_en,
+        )
+    )
 
 
 def counts_json(counts: dict[str, ChannelCounts]) -> dict[str, dict[str, int]]:
