@@ -34,7 +34,7 @@ from warning.sandbox.speakers import SpeakerSimulator
 from warning.store.embedded import EmbeddedRedis
 from warning.textable import render
 from warning.views import reach_view
-from warning.web.app import BROADCASTER, BROKER, DIRECTORY, ENGINE, EVIDENCE, STORE, build_app
+from warning.web.app import BROADCASTER, BROKER, DIRECTORY, ENGINE, EVIDENCE, STORE, build_app, listen
 
 DEMO_TOWNSHIP = "331099101"
 RECEIPT_GRACE = 10.0  # seconds to wait for the sandbox's delivery receipts after the last send
@@ -42,16 +42,12 @@ MINUTE = 1.0  # real seconds per minute of the drill's night: the hour-long ladd
 OFFLINE_SPEAKERS = 1  # loudspeakers left offline, so the drill shows a silent one escalated
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+DEMO_HOST = "127.0.0.1"
 
 
-def demo_settings(settings: Settings) -> Settings:
+def demo_settings(settings: Settings, port: int) -> Settings:
     """The user's settings with everything pointed at embedded, sandboxed, loopback-only parts."""
-    host = "127.0.0.1"
-    port = _free_port(host)
+    host = DEMO_HOST
     return replace(
         settings,
         server=replace(settings.server, host=host, port=port, public_url=f"http://{host}:{port}"),
@@ -82,7 +78,15 @@ def demo_settings(settings: Settings) -> Settings:
 
 
 async def run_demo(settings: Settings, *, keep_serving: bool = False) -> int:
-    demo = demo_settings(settings)
+    sock = listen(DEMO_HOST, 0)  # bound before anything else starts, so no sandbox can take it
+    try:
+        return await _drill(settings, sock, keep_serving=keep_serving)
+    finally:
+        sock.close()
+
+
+async def _drill(settings: Settings, sock: socket.socket, *, keep_serving: bool) -> int:
+    demo = demo_settings(settings, int(sock.getsockname()[1]))
     # Every drill starts from a clean county. A drill killed earlier may have left its Redis running on
     # that directory: adopt and stop it first, or it would linger, orphaned, on a deleted directory.
     if await asyncio.to_thread((demo.data.dir / "redis" / "redis.sock").exists):
@@ -103,7 +107,7 @@ async def run_demo(settings: Settings, *, keep_serving: bool = False) -> int:
     await runner.setup()
     simulator: SpeakerSimulator | None = None
     try:
-        site = web.TCPSite(runner, demo.server.host, demo.server.port)
+        site = web.SockSite(runner, sock)
         await site.start()
         directory, service, store = app[DIRECTORY], app[BROADCASTER], app[STORE]
         devices = [s.device_id async for batch in directory.stream_speakers([""]) for s in batch]

@@ -98,8 +98,10 @@ class Tasks:
         """Queue each responsible contact's task link on the task channels; returns how many contacts."""
         deadline = await self.deadline(alert)
         notes = []
-        for contact_id, count in sorted((await self.reach.cadres(alert.id)).items()):
-            contact = await self.directory.contact(contact_id) if contact_id else None
+        cadres = await self.reach.cadres(alert.id)
+        contacts = await self.directory.contacts([c for c in cadres if c])
+        for contact_id, count in sorted(cadres.items()):
+            contact = contacts.get(contact_id)
             if contact is None or count <= 0:
                 continue
             link = await self.link(alert, contact.id)
@@ -113,8 +115,10 @@ class Tasks:
         counts = await self.reach.counts(alert.id)
         deadline = await self.deadline(alert)
         out = []
-        for contact_id, total in sorted((await self.reach.cadres(alert.id)).items()):
-            contact = await self.directory.contact(contact_id) if contact_id else None
+        cadres = await self.reach.cadres(alert.id)
+        contacts = await self.directory.contacts([c for c in cadres if c])
+        for contact_id, total in sorted(cadres.items()):
+            contact = contacts.get(contact_id)
             scope = counts.scope(f"k:{contact_id}")
             out.append(
                 TaskList(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 
 from tests.e2e.conftest import Cli
@@ -117,3 +118,16 @@ def test_provider_down_is_degraded_not_unready(embedded_cli: Cli) -> None:
     assert status == 200 and ready["status"] == "degraded", ready
     assert not ready["checks"]["channel:sms"]["ok"]
     assert embedded_cli.stop(serve) == 0
+
+
+def test_a_taken_port_is_a_clear_error_before_anything_starts(embedded_cli: Cli) -> None:
+    """The service binds its address first: a taken port is exit 2 with a one-line reason, and nothing
+    (no embedded Redis, no sandbox) was started for it."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = embedded_cli.run("serve", "--port", str(port), timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "无法监听" in result.stderr and str(port) in result.stderr
+    assert not (embedded_cli.cwd / "var" / "redis").exists()

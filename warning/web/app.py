@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from warning.directory.importer import import_files
 from warning.directory.rows import RowProblem
 from warning.directory.store import Directory
 from warning.engine import Engine, channel_names, run_engine
+from warning.errors import UsageError
 from warning.evidence import Evidence
 from warning.i18n import t
 from warning.sample.generate import sample_files
@@ -145,17 +147,51 @@ def build_app(
     return app
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the service's address *before* anything else starts: the sandboxes and clients that start
+    with the app take ephemeral ports, and one must never take ours (nor may we start half a service
+    to find the port taken).
+
+    Raises:
+        UsageError: the address is in use or cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(
+            t(
+                "无法监听 {h}:{p}（{e}）：端口被占用时请换一个，如 --port 8081",
+                "cannot listen on {h}:{p} ({e}): if the port is taken, choose another, e.g. --port 8081",
+                h=host,
+                p=port,
+                e=exc.strerror or exc,
+            )
+        ) from None
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
 async def serve(settings: Settings, *, host: str, port: int, load_sample: bool = False) -> None:
-    """Run the service until SIGINT or SIGTERM, then close every resource in reverse order."""
+    """Run the service until SIGINT or SIGTERM, then close every resource in reverse order.
+
+    Raises:
+        UsageError: the address cannot be bound.
+    """
+    sock = listen(host, port)
     app = build_app(settings, load_sample=load_sample)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        await runner.setup()
+        site = web.SockSite(runner, sock)
         await site.start()
         store, broker = app[STORE], app[BROKER]
         engine = app[ENGINE]
