@@ -7,6 +7,8 @@ the scheduler; the lock makes the others skip that round.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -14,6 +16,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from redis.exceptions import RedisError
 
 from warning.broadcast import Broadcaster
 from warning.cap import CapAlert
@@ -32,22 +35,42 @@ return 0
 """
 
 
+# Extend the lock only if we still hold it.
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
 def locked(
     store: Store, name: str, ttl: float, job: Callable[[], Awaitable[object]]
 ) -> Callable[[], Awaitable[None]]:
-    """`job` wrapped so it runs only in the process that takes the Redis lock `lock:{name}` this round."""
+    """`job` wrapped so it runs only in the process that takes the Redis lock `lock:{name}` this round.
+
+    The lock is extended every `ttl / 3` while the job runs, so a long run (an escalation sweep over a
+    million residents takes minutes) keeps it, while a process that dies frees it within `ttl`.
+    """
     key = store.keys.key("lock", name)
     release = store.redis.register_script(_RELEASE)
+    extend = store.redis.register_script(_EXTEND)
+
+    async def keep(token: str) -> None:
+        while True:
+            await asyncio.sleep(ttl / 3)
+            with contextlib.suppress(RedisError):
+                await extend(keys=[key], args=[token, int(ttl * 1000)])
 
     async def run() -> None:
         token = uuid.uuid4().hex
         if not await store.redis.set(key, token, nx=True, px=int(ttl * 1000)):
             return
+        keeper = asyncio.create_task(keep(token))
         try:
             await job()
         except Exception:
             log.exception("scheduled job %s failed; it runs again next round", name)
         finally:
+            keeper.cancel()
             await release(keys=[key], args=[token])
 
     return run
