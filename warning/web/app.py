@@ -216,6 +216,14 @@ async def serve(settings: Settings, *, host: str, port: int, load_sample: bool =
                 ),
                 flush=True,
             )
+        if engine.wechat_sandbox is not None:
+            print(
+                t(
+                    "  注意：未配置微信公众号/企业微信，推送发往内置沙箱，不会有人真正收到。",
+                    "  NOTE: no WeChat / WeCom account configured: pushes go to the built-in sandbox.",
+                ),
+                flush=True,
+            )
         if not await app[USERS].count():
             print(
                 t(
