@@ -83,11 +83,16 @@ class Evidence:
                     pipe.set(self._key("redial", key), json.dumps(redial), ex=_REMEMBER)
             await pipe.execute()
         if batch.channel == "wechat":
-            for recipient, result in accepted:
-                early = await self.redis.getdel(self._key("wechat-early", result.provider_id))
-                if early is not None:
-                    key = f"{batch.alert_id}:{batch.version}:{batch.ledger}:{recipient.id}"
-                    await self.delivery(key, str(early))
+            # Results that overtook us (see `wechat_result`), fetched for the whole batch at once.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _, result in accepted:
+                    pipe.getdel(self._key("wechat-early", result.provider_id))
+                early = await pipe.execute()
+            for (recipient, _), code in zip(accepted, early, strict=True):
+                if code is not None:
+                    await self.delivery(
+                        f"{batch.alert_id}:{batch.version}:{batch.ledger}:{recipient.id}", str(code)
+                    )
 
     # -- provider receipts --------------------------------------------------------------------------
 

@@ -150,14 +150,12 @@ async def test_confirmation_stops_the_ladder(sample_store: Store, county: County
 
 async def test_a_step_with_nobody_left_sends_nothing(sample_store: Store, county: County) -> None:
     service, clock, alert = await issue(sample_store)
-    evidence = Evidence(service)
     for person in must_reach(county, VILLAGE):
         await service.reach.record(alert.id, "voice", "K", [person["id"]])  # everyone pressed 1
     clock.now += 900
     assert await service.escalation.sweep() == []
     counts = await service.deliveries.counts(alert.id, alert.version, ["sms.esc0"])
     assert not counts["sms.esc0"].counts
-    del evidence
 
 
 async def test_cancel_stops_escalation(sample_store: Store) -> None:
