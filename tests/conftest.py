@@ -122,23 +122,14 @@ def namespace(servers: Servers) -> Iterator[str]:
     _drop_namespace(servers.redis_url, name)
 
 
-def find_samples_dir() -> Path | None:
-    """The shared CAP corpus: `shared/cap-samples` beside the repository (as CI lays it) or in any ancestor."""
-    for ancestor in Path(__file__).resolve().parents:
-        candidate = ancestor / "shared" / "cap-samples"
-        if candidate.is_dir():
-            return candidate
-    return None
+# The CAP conformance corpus is part of the repository (its provenance in SOURCES.md, its licences in
+# LICENSES.md), so a fresh clone runs every CAP test with nothing beside it.
+CAP_SAMPLES = Path(__file__).resolve().parent / "data" / "cap-samples"
 
 
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
-    """The CAP corpus folder; the CAP tests fail (never skip) without it."""
-    found = find_samples_dir()
-    if found is None:
-        pytest.fail(
-            "shared/cap-samples not found in any ancestor of tests/ (expected ../shared/cap-samples beside the "
-            "repository root); the CAP corpus tests cannot run without it",
-            pytrace=False,
-        )
-    return found
+    """The CAP corpus folder, tests/data/cap-samples; the CAP tests fail (never skip) without it."""
+    if not (CAP_SAMPLES / "SOURCES.md").is_file():
+        pytest.fail(f"the CAP corpus is missing from the repository: {CAP_SAMPLES}", pytrace=False)
+    return CAP_SAMPLES

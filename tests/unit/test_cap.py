@@ -1,4 +1,4 @@
-"""CAP 1.2 parsing and validation: the shared sample corpus, every schema and prose rule, hostile input."""
+"""CAP 1.2 parsing and validation: the in-repo sample corpus, every schema and prose rule, hostile input."""
 
 from __future__ import annotations
 

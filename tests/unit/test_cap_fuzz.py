@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import find_samples_dir
+from tests.conftest import CAP_SAMPLES
 from tests.unit.test_cap import BASE, SAMPLES
 from warning.cap import CapAlert, CapError, parse_cap
 
@@ -53,12 +53,11 @@ FRAGMENTS = [
 
 
 def corpus() -> list[bytes]:
-    found = find_samples_dir()
-    if found is None:
-        pytest.fail(
-            "shared/cap-samples not found beside the repository; the fuzz corpus needs it", pytrace=False
-        )
-    return [BASE.encode(), *((found / name).read_bytes() for name in SAMPLES)]
+    # Hypothesis tests cannot take the session fixture, so the seeds are read from the same folder.
+    missing = [name for name in SAMPLES if not (CAP_SAMPLES / name).is_file()]
+    if missing:
+        pytest.fail(f"CAP samples missing from {CAP_SAMPLES}: {', '.join(missing)}", pytrace=False)
+    return [BASE.encode(), *((CAP_SAMPLES / name).read_bytes() for name in SAMPLES)]
 
 
 _CORPUS: list[bytes] = []
@@ -145,7 +144,7 @@ def test_fuzz_seeds_include_every_sample() -> None:
     assert all(isinstance(seed, bytes) and seed for seed in seeds())
 
 
-def test_corpus_dir_is_where_the_tests_expect() -> None:
-    """The corpus folder is an ancestor's `shared/cap-samples`."""
-    found = find_samples_dir()
-    assert found is not None and found.parts[-2:] == ("shared", "cap-samples") and Path(found).is_dir()
+def test_fuzz_seeds_come_from_the_in_repo_corpus(samples_dir: Path) -> None:
+    """The fuzz seeds are read from the same in-repository folder the other CAP tests use."""
+    assert samples_dir == CAP_SAMPLES
+    assert seeds()[1:] == [(samples_dir / name).read_bytes() for name in SAMPLES]
