@@ -21,7 +21,18 @@ from warning.model import Kind
 OVERFLOW = ""
 
 _PHONE_ALIASES = ("电话", "手机", "手机号", "手机号码", "联系电话", "mobile", "phone_number", "tel")
-_VILLAGE_REF_ALIASES = ("村", "所在村", "村代码", "所属村", "village_code")
+# A village may be given by code or by name (see `refs.py`), so the name headers count too.
+_VILLAGE_REF_ALIASES = (
+    "村",
+    "所在村",
+    "村代码",
+    "所属村",
+    "村名",
+    "所在村名",
+    "村庄",
+    "village_code",
+    "village_name",
+)
 
 # canonical column -> aliases, per kind, in file order. The canonical name is always accepted too.
 ALIASES: Mapping[Kind, Mapping[str, tuple[str, ...]]] = {
@@ -41,7 +52,7 @@ ALIASES: Mapping[Kind, Mapping[str, tuple[str, ...]]] = {
         "tags": ("标签", "人群标签", "人员类别"),
         "language": ("语言",),
         "wechat_openid": ("微信OpenID", "openid"),
-        "cadre": ("包联干部", "联系干部", "责任人", "网格员"),
+        "cadre": ("包联干部", "联系干部", "责任人", "网格员", "包联人", "包联干部姓名", "包联干部编号"),
     },
     Kind.CONTACTS: {
         "id": ("编号", "人员编号", "身份编号"),

@@ -1,7 +1,10 @@
 """Directory import: files → checked records → Redis, in batches, reporting every bad row.
 
 A file with a bad header imports nothing; a bad row is reported as `file:line: reason` and skipped;
-the good rows are imported. Villages are imported before the files that refer to them.
+the good rows are imported. Villages are imported before the files that refer to them, and contacts
+before residents; each row's village, areas and cadre are then resolved (by code, id or unique name)
+against one in-memory index of the directory, built once per import from Redis, so files given together
+in any order, or imported earlier, are found alike.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from warning.directory.read import Table, open_tables
+from warning.directory.refs import References
 from warning.directory.rows import RowProblem, parse_row
 from warning.directory.store import CREATED, DUPLICATE, UNCHANGED, UPDATED, Directory
 from warning.errors import ImportFileError
 from warning.i18n import t
-from warning.model import Contact, Kind, Record, Resident, Speaker
+from warning.model import Kind, Record
 
 BATCH = 500
 _ORDER = {Kind.VILLAGES: 0, Kind.CONTACTS: 1, Kind.RESIDENTS: 2, Kind.SPEAKERS: 3}
@@ -39,6 +43,7 @@ class TableReport:
     unchanged: int = 0
     errors: int = 0
     warnings: int = 0
+    cadres_not_found: int = 0  # residents imported without the cadre their row named (unknown or ambiguous)
 
 
 @dataclass
@@ -51,50 +56,12 @@ class ImportReport:
         return sum(r.errors for r in self.tables) + len(self.bad_files)
 
 
-class _VillageIndex:
-    """The county's village codes, to check references (a county has thousands of villages, not millions)."""
-
-    def __init__(self, codes: Sequence[str]) -> None:
-        self.codes = set(codes)
-        self.prefixes = {c[:n] for c in codes for n in (6, 9, 12)}
-
-
-def _reference_problem(record: Record, villages: _VillageIndex, source: str, line: int) -> RowProblem | None:
-    """A row that points at a village the directory does not have is an error: it would be unreachable."""
-    match record:
-        case Resident(village=code) | Speaker(village=code) if code not in villages.codes:
-            return RowProblem(
-                source,
-                line,
-                t(
-                    "村代码 {c} 不在名录中：请检查代码，或先导入村庄文件",
-                    "village code {c} is not in the directory: check the code, or import the villages file first",
-                    c=code,
-                ),
-                "error",
-            )
-        case Contact(areas=areas):
-            missing = [a for a in areas if a not in villages.prefixes]
-            if missing:
-                return RowProblem(
-                    source,
-                    line,
-                    t(
-                        "负责区域 {a} 下没有任何村庄：请检查代码，或先导入村庄文件",
-                        "no village lies in area {a}: check the code, or import the villages file first",
-                        a=", ".join(missing),
-                    ),
-                    "error",
-                )
-    return None
-
-
 def _parse_chunk(
-    rows: Iterator[tuple[int, dict[str, str]]], table: Table, region: str
+    rows: Iterator[tuple[int, dict[str, str]]], table: Table, region: str, refs: References | None
 ) -> list[tuple[int, Record | None, list[RowProblem]]]:
     parsed = []
     for line, fields in itertools.islice(rows, BATCH):
-        record, problems = parse_row(table.kind, table.source, line, fields, region)
+        record, problems = parse_row(table.kind, table.source, line, fields, region, refs)
         parsed.append((line, record, problems))
     return parsed
 
@@ -105,31 +72,28 @@ async def _import_table(
     *,
     region: str,
     run_id: str,
+    refs: References | None,
     on_problem: ProblemSink,
     progress: Progress | None,
 ) -> TableReport:
     report = TableReport(table.source, table.kind)
-    villages = _VillageIndex(await directory.village_codes()) if table.kind is not Kind.VILLAGES else None
     rows = table.rows()
     while True:
-        # Parsing (phone numbers, XLSX cells) is CPU work: keep it off the event loop.
-        chunk = await asyncio.to_thread(_parse_chunk, rows, table, region)
+        # Parsing (phone numbers, XLSX cells, name lookups) is CPU work: keep it off the event loop.
+        chunk = await asyncio.to_thread(_parse_chunk, rows, table, region, refs)
         if not chunk:
             break
         good: list[tuple[int, Record]] = []
         for line, record, problems in chunk:
             report.rows += 1
-            if record is not None and villages is not None:
-                problem = _reference_problem(record, villages, table.source, line)
-                if problem is not None:
-                    problems = [*problems, problem]
-                    record = None
             for problem in problems:
                 on_problem(problem)
                 if problem.severity == "error":
                     report.errors += 1
                 else:
                     report.warnings += 1
+                    if problem.column == "cadre" and record is not None:
+                        report.cadres_not_found += 1
             if record is not None:
                 good.append((line, record))
         statuses = await directory.upsert([r for _, r in good], run_id=run_id)
@@ -181,11 +145,26 @@ async def import_files(
             report.bad_files.append(str(exc))
     tables.sort(key=lambda table: _ORDER[table.kind])
     run_id = uuid.uuid4().hex
+    refs: References | None = None
+    contacts_loaded = False
     try:
         for table in tables:
+            # Tables are in _ORDER, so the index is read once, after what it indexes was written.
+            if table.kind is not Kind.VILLAGES and refs is None:
+                refs = References(await directory.villages(await directory.village_codes()))
+            if table.kind is Kind.RESIDENTS and refs is not None and not contacts_loaded:
+                async for contacts in directory.stream_contacts():
+                    refs.add_contacts(contacts)
+                contacts_loaded = True
             report.tables.append(
                 await _import_table(
-                    directory, table, region=region, run_id=run_id, on_problem=on_problem, progress=progress
+                    directory,
+                    table,
+                    region=region,
+                    run_id=run_id,
+                    refs=refs,
+                    on_problem=on_problem,
+                    progress=progress,
                 )
             )
     finally:

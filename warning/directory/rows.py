@@ -2,7 +2,9 @@
 
 A row with an error is not imported; a warning means the record is imported but a value was dropped.
 An unreadable phone number is only a warning: an elderly resident must never vanish from the directory
-because of a typo in their number.
+because of a typo in their number. Likewise a cadre who cannot be found: the resident is imported
+without one (and shows as unassigned). Given `References` (an import's view of the directory), a
+village, area or cadre may be written by its unique name as well as by its code or id.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Literal
 
 from warning import phone
 from warning.directory.headers import OVERFLOW
+from warning.directory.refs import References
 from warning.i18n import t
 from warning.model import DEFAULT_LANGUAGE, Contact, Kind, Record, Resident, Role, Speaker, Village
 
@@ -22,6 +25,8 @@ MAX_LENGTH = 64
 
 _VILLAGE_CODE = re.compile(r"\d{12}")
 _AREA_CODE = re.compile(r"\d{6}|\d{9}|\d{12}")
+# A cell meant as a code (digits, maybe mangled by Excel), as opposed to a name.
+_CODE_LIKE = re.compile(r"[\d\s.\-]+|\d(\.\d+)?[eE]\+?\d+")
 _ID = re.compile(r"[^\s:]+")
 _DEVICE_ID = re.compile(r"[A-Za-z0-9_.\-]+")
 # What Excel writes into a CSV for a long number in a General-formatted cell: the digits are gone.
@@ -81,6 +86,7 @@ class RowProblem:
     line: int
     message: str
     severity: Literal["error", "warning"]
+    column: str = ""  # set for reference problems, so that an importer can count them by what they are about
 
     def __str__(self) -> str:
         return f"{self.source}:{self.line}: {self.message}"
@@ -94,18 +100,20 @@ def _shown(value: str) -> str:
 class _Row:
     """The cells of one row and the problems found in them so far."""
 
-    def __init__(self, source: str, line: int, fields: Mapping[str, str]) -> None:
-        self.source, self.line, self.fields = source, line, fields
+    def __init__(
+        self, source: str, line: int, fields: Mapping[str, str], refs: References | None = None
+    ) -> None:
+        self.source, self.line, self.fields, self.refs = source, line, fields, refs
         self.problems: list[RowProblem] = []
 
     def get(self, column: str) -> str:
         return self.fields.get(column, "").strip()
 
-    def error(self, message: str) -> None:
-        self.problems.append(RowProblem(self.source, self.line, message, "error"))
+    def error(self, message: str, column: str = "") -> None:
+        self.problems.append(RowProblem(self.source, self.line, message, "error", column))
 
-    def warn(self, message: str) -> None:
-        self.problems.append(RowProblem(self.source, self.line, message, "warning"))
+    def warn(self, message: str, column: str = "") -> None:
+        self.problems.append(RowProblem(self.source, self.line, message, "warning", column))
 
     @property
     def failed(self) -> bool:
@@ -182,6 +190,23 @@ class _Row:
                 )
             )
         return value
+
+    def village_ref(self, column: str) -> str:
+        """A resident's or loudspeaker's village: a 12-digit code, or (with references) a unique name.
+
+        Without references only a code is accepted; with them the village must be in the directory.
+        """
+        value, before = self.get(column), len(self.problems)
+        if not value or _CODE_LIKE.fullmatch(value) or self.refs is None:
+            value = self.village_code(column)
+        if len(self.problems) > before:
+            return ""
+        if self.refs is None:
+            return value
+        resolved = self.refs.village(value)
+        if resolved.problem:
+            self.error(resolved.problem, column)
+        return resolved.value
 
     def phone(self, region: str) -> str:
         """The phone in E.164, or "" (with a warning) when it cannot be read: the record still counts."""
@@ -264,7 +289,7 @@ def _resident(row: _Row, region: str) -> Resident:
     record_id, name, village = (
         row.identifier("id"),
         row.text("name", required=True),
-        row.village_code("village"),
+        row.village_ref("village"),
     )
     language = row.get("language")
     if not language:
@@ -281,7 +306,13 @@ def _resident(row: _Row, region: str) -> Resident:
         )
         language = DEFAULT_LANGUAGE
     cadre = row.get("cadre")
-    if cadre and (len(cadre) > MAX_LENGTH or not _ID.fullmatch(cadre)):
+    if cadre and row.refs is not None:
+        if village:  # a failed village fails the row: a cadre problem would only add noise
+            resolved = row.refs.cadre(cadre, village)
+            if resolved.problem:
+                row.warn(resolved.problem, "cadre")
+            cadre = resolved.value
+    elif cadre and (len(cadre) > MAX_LENGTH or not _ID.fullmatch(cadre)):
         row.warn(
             t(
                 "包联干部编号 “{value}” 无效（不能含空格或冒号，最多 {max} 个字符），"
@@ -319,16 +350,9 @@ def _contact(row: _Row, region: str) -> Contact:
             )
         )
     areas: list[str] = []
-    for code in _split(row.get("villages")):
-        if not _AREA_CODE.fullmatch(code):
-            row.error(
-                t(
-                    "负责区域代码应为6位（县）、9位（乡镇）或12位（村）数字，实际为 “{value}”",
-                    "area codes must be 6 (county), 9 (township) or 12 (village) digits, got '{value}'",
-                    value=_shown(code),
-                )
-            )
-        elif code not in areas:
+    for item in _split(row.get("villages")):
+        code = _area(row, item)
+        if code and code not in areas:
             areas.append(code)
     return Contact(
         id=record_id,
@@ -338,6 +362,25 @@ def _contact(row: _Row, region: str) -> Contact:
         areas=tuple(areas),
         wechat_userid=row.get("wechat_userid"),
     )
+
+
+def _area(row: _Row, item: str) -> str:
+    """One entry of a contact's `villages`: a 6/9/12-digit code or (with references) a unique name."""
+    if (_CODE_LIKE.fullmatch(item) or row.refs is None) and not _AREA_CODE.fullmatch(item):
+        row.error(
+            t(
+                "负责区域代码应为6位（县）、9位（乡镇）或12位（村）数字，实际为 “{value}”",
+                "area codes must be 6 (county), 9 (township) or 12 (village) digits, got '{value}'",
+                value=_shown(item),
+            )
+        )
+        return ""
+    if row.refs is None:
+        return item
+    resolved = row.refs.area(item)
+    if resolved.problem:
+        row.error(resolved.problem, "villages")
+    return resolved.value
 
 
 def _speaker(row: _Row, region: str) -> Speaker:
@@ -356,7 +399,7 @@ def _speaker(row: _Row, region: str) -> Speaker:
             )
         )
     return Speaker(
-        device_id=device_id, village=row.village_code("village"), name=row.text("name", required=False)
+        device_id=device_id, village=row.village_ref("village"), name=row.text("name", required=False)
     )
 
 
@@ -369,14 +412,21 @@ _PARSERS: Mapping[Kind, Callable[[_Row, str], Record]] = {
 
 
 def parse_row(
-    kind: Kind, source: str, line: int, fields: Mapping[str, str], region: str = phone.DEFAULT_REGION
+    kind: Kind,
+    source: str,
+    line: int,
+    fields: Mapping[str, str],
+    region: str = phone.DEFAULT_REGION,
+    refs: References | None = None,
 ) -> tuple[Record | None, list[RowProblem]]:
     """Turn one row (canonical column -> cell text) into a record of `kind`, and list its problems.
 
-    Every problem of the row is reported, not only the first, so a user fixes a row in one pass.
-    Returns `(None, problems)` when any problem is an error. Never raises for bad data.
+    With `refs`, villages, areas and cadres are resolved against the directory (by code, id or unique
+    name) and must exist in it; without, only their form is checked. Every problem of the row is
+    reported, not only the first, so a user fixes a row in one pass. Returns `(None, problems)` when any
+    problem is an error. Never raises for bad data.
     """
-    row = _Row(source, line, fields)
+    row = _Row(source, line, fields, refs)
     row.overflow()
     record = _PARSERS[kind](row, region)
     return (None if row.failed else record), row.problems

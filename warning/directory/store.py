@@ -309,6 +309,17 @@ class Directory:
                 found += [Contact.from_json(r) for r in raw if r is not None]
         return found
 
+    async def stream_contacts(self, batch_size: int = 1000) -> AsyncIterator[list[Contact]]:
+        """Yield every contact in batches (a county has thousands, not millions), in no set order."""
+        cursor: int = 0
+        while True:
+            cursor, batch = await self._redis.hscan(self._key("contacts"), cursor, count=batch_size)
+            # redis-py types HSCAN's page as a dict or (with no_values) a list; it is a dict here.
+            if isinstance(batch, dict) and batch:
+                yield [Contact.from_json(raw) for raw in batch.values()]
+            if cursor == 0:
+                break
+
     async def speaker(self, device_id: str) -> Speaker | None:
         raw = await self._redis.hget(self._key("speakers"), device_id)
         return Speaker.from_json(raw) if raw else None
