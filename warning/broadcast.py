@@ -23,6 +23,7 @@ from warning.fanout import FanoutReport, Progress, Texts, fan_out, mark_pending,
 from warning.i18n import current_language, t
 from warning.links import Links
 from warning.model import Alert, AlertState, AlertStatus, Level
+from warning.public_url import public_url_problem
 from warning.reach import Reach
 from warning.render import Renderer
 from warning.store import Store
@@ -81,9 +82,15 @@ class Broadcaster:
         self.audiences = catalogue(settings.audiences)
         self.reach = Reach(store.redis, store.keys)
         self.links = Links(
-            store.redis, store.keys, secret=settings.server.secret, base_url=settings.server.base_url
+            store.redis,
+            store.keys,
+            secret=settings.server.secret,
+            base_url=settings.server.base_url,
+            openable=public_url_problem(settings.server) is None,
         )
-        self.tasks = Tasks(self.reach, self.directory, self.deliveries, self.links, settings.escalation)
+        self.tasks = Tasks(
+            self.reach, self.directory, self.deliveries, self.links, settings.escalation, self.alerts
+        )
         self.escalation = Escalation(
             alerts=self.alerts,
             reach=self.reach,

@@ -35,7 +35,7 @@ from warning.model import Alert, AlertState, Contact, Role
 from warning.notify import Note, names_text, send_notes
 from warning.reach import Counts, Entry, Reach
 from warning.render.words import level_name
-from warning.tasks import Tasks, first_contact
+from warning.tasks import Tasks, first_contact, report_by
 
 log = logging.getLogger(__name__)
 
@@ -318,10 +318,11 @@ class Escalation:
         where = "、".join(villages[:5]) + ("等村" if len(villages) > 5 else "")
         mark = "【演练】" if alert.exercise else ""
         confirm = "全部已上门确认请按1。" if self.settings.voice_confirm else ""
-        link = await self.tasks.link(alert, contact.id)
+        link = await self.tasks.message_link(alert, contact.id)
+        duty = None if link else await self.tasks.duty_officer(contact)
         return (
             f"{mark}{contact.name}同志：{alert.event}{level_name(alert.level, 'zh-CN')}预警，"
-            f"{where}仍有重点人员未确认安全：{names}。请立即上门或电话确认并回报。{confirm}任务清单：{link}"
+            f"{where}仍有重点人员未确认安全：{names}。请立即上门或电话确认并回报。{confirm}{report_by(link, duty)}"
         )
 
     async def _village_names(self, codes: set[str]) -> list[str]:

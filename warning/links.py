@@ -59,13 +59,18 @@ def link_expiry(sent: datetime, expires: datetime | None) -> float:
 class Links:
     """Makes and checks signed tokens and the public URLs that carry them."""
 
-    def __init__(self, redis: Redis, keys: Keyspace, *, secret: str, base_url: str) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keyspace, *, secret: str, base_url: str, openable: bool = True
+    ) -> None:
+        """`openable`: whether phones can open `base_url` (public_url.public_url_problem); when not,
+        links stay out of an Actual alert's messages but are still made for operators to print."""
         self._redis = redis
         self._name = keys.key("links", "key")
         self._key: bytes | None = secret.encode() if secret else None
         if self._key is not None and len(self._key) < 16:
             raise ValueError("server.secret must have at least 16 characters")
         self.base_url = base_url.rstrip("/")
+        self.openable = openable
 
     async def ready(self) -> Links:
         """Load the signing key (`server.secret`, or the deployment's random key from Redis, made on
@@ -83,6 +88,17 @@ class Links:
     def url(self, purpose: str, alert_id: str, subject: str, expires: float) -> str:
         """The public page URL carrying a token (`/c/…` for cadres, `/r/…` for residents); needs `ready()`."""
         return f"{self.base_url}/{purpose}/{self.sign(purpose, alert_id, subject, expires)}"
+
+    def in_messages(self, exercise: bool) -> bool:
+        """Whether links may go into an alert's messages: always in a drill (drills on one machine open
+        them locally), otherwise only when phones can open them — a dead link wastes a cadre's time."""
+        return exercise or self.openable
+
+    def message_url(
+        self, purpose: str, alert_id: str, subject: str, expires: float, *, exercise: bool
+    ) -> str:
+        """`url(…)` for a message, or "" when links stay out of this alert's messages; needs `ready()`."""
+        return self.url(purpose, alert_id, subject, expires) if self.in_messages(exercise) else ""
 
     async def token(self, purpose: str, alert_id: str, subject: str, expires: float) -> str:
         await self.ready()

@@ -65,7 +65,10 @@ async def test_new_update_cancel(service: Broadcaster) -> None:
     cancel = _cap("CMA-3", msg_type="Cancel", references=(f"cma@example.cn,CMA-1-v2,{sent}",))
     cancelled = await service.ingest_cap(cancel)
     assert cancelled.action == "cancelled" and cancelled.alert.state is AlertState.CANCELLED
-    actions = [e["action"] for e in await service.alerts.audit_log("CMA-1")]
+    # Without a public URL the service also audits, once, that the alert's messages carry no links.
+    actions = [
+        e["action"] for e in await service.alerts.audit_log("CMA-1") if e["action"] != "withhold_links"
+    ]
     assert actions == ["issue", "update", "cancel"]
 
 

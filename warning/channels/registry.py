@@ -34,7 +34,8 @@ class ChannelContext:
 
 
 def page_link(links: Links) -> Callable[[Message], str]:
-    """Each message's signed page: a resident's confirm page, or a contact's task list."""
+    """Each message's signed page: a resident's confirm page, or a contact's task list ("" when links
+    stay out of the alert's messages: an Actual alert while phones cannot open our public URL)."""
 
     def link(message: Message) -> str:
         kind, _, subject = message.recipient.partition(":")
@@ -42,7 +43,7 @@ def page_link(links: Links) -> Callable[[Message], str]:
         if purpose is None:
             return ""
         expires = message.expires.timestamp() if message.expires else time.time() + _LINK_LIFETIME
-        return links.url(purpose, message.alert_id, subject, expires)
+        return links.message_url(purpose, message.alert_id, subject, expires, exercise=message.exercise)
 
     return link
 

@@ -20,6 +20,7 @@ from warning.i18n import t
 from warning.model import Alert, AlertState, AlertStatus
 from warning.users import User, Users
 from warning.views import UNREACHED_LIMIT, reach_csv, reach_view
+from warning.web.bodies import error_document, read_bytes, read_json_object
 from warning.web.openapi import OPENAPI_PATH
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ _ALERT_FIELDS = {
 
 
 USER: web.RequestKey[User | None] = web.RequestKey("user")
+# Who may see the cadres' signed links: those who may issue (operators and up), not viewers.
+LINKS_ACTION = "issue"
 EVENTS_MAX_SECONDS = 3600  # an event stream ends after an hour; clients reconnect
 
 
@@ -47,11 +50,11 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+CAP_ROUTE = "/api/v1/alerts/{id}/cap"  # public for public alerts: the Atom feed links it for anyone
+
+
 def error(status: int, code: str, message: str, field: str | None = None) -> web.Response:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if field:
-        body["field"] = field
-    return web.json_response({"error": body}, status=status)
+    return web.json_response(error_document(code, message, field), status=status, dumps=_dumps)
 
 
 def alert_json(alert: Alert) -> dict[str, Any]:
@@ -59,14 +62,12 @@ def alert_json(alert: Alert) -> dict[str, Any]:
     return document | {"exercise": alert.exercise}
 
 
-def _request_from_json(body: Any) -> AlertRequest:
+def _request_from_json(body: dict[str, Any]) -> AlertRequest:
     """Raises UsageError naming the offending field (attached as `.field`)."""
 
     def bad(field: str, zh: str, en: str) -> FieldError:
         return FieldError(t(zh, en, f=field), field=field)
 
-    if not isinstance(body, dict):
-        raise bad("", "请求体应为 JSON 对象", "the body must be a JSON object")
     for key in body:
         if key not in _ALERT_FIELDS:
             raise bad(key, "未知字段 {f}", "unknown field {f}")
@@ -124,23 +125,14 @@ def auth_middleware(users: web.AppKey[Users]) -> Any:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         user = await request.app[users].authenticate(token.strip()) if scheme.lower() == "bearer" else None
-        # The CAP of a public alert is public: the Atom feed links it for anyone to fetch.
-        public_cap = request.method == "GET" and request.path.endswith("/cap")
+        # Decided by the route matched, never by the path's text: `/api/v1/alerts/cap` is another route.
+        resource = request.match_info.route.resource
+        public_cap = request.method == "GET" and resource is not None and resource.canonical == CAP_ROUTE
         if user is None and not public_cap:
-            return error(
-                401,
-                "unauthorized",
-                t(
-                    "缺少或无效的令牌：请加 Authorization: Bearer 令牌（用 warning users add 创建）",
-                    "missing or invalid token: send Authorization: Bearer TOKEN "
-                    "(create one with `warning users add`)",
-                ),
-            )
+            return _unauthorized()
         request[USER] = user  # None only on the public CAP route and the OpenAPI document
         try:
             return await handler(request)
-        except web.HTTPRequestEntityTooLarge:
-            return error(413, "too_large", t("请求体超过 1 MiB", "the request body is over 1 MiB"))
         except CapError as exc:
             return error(400, "invalid_cap", str(exc), exc.element)
         except FieldError as exc:
@@ -155,9 +147,21 @@ def auth_middleware(users: web.AppKey[Users]) -> Any:
     return middleware
 
 
+def _unauthorized() -> web.Response:
+    return error(
+        401,
+        "unauthorized",
+        t(
+            "缺少或无效的令牌：请加 Authorization: Bearer 令牌（用 warning users add 创建）",
+            "missing or invalid token: send Authorization: Bearer TOKEN (create one with `warning users add`)",
+        ),
+    )
+
+
 def _require(request: web.Request, action: str) -> User:
     user = request[USER]
-    assert user is not None  # the middleware answered 401 otherwise
+    if user is None:  # the middleware answers 401 first; this keeps a new public route from skipping it
+        raise web.HTTPUnauthorized(text=_unauthorized().text, content_type="application/json")
     if not user.may(action):
         raise web.HTTPForbidden(
             text=json.dumps(
@@ -194,17 +198,16 @@ def api_routes(
         user = _require(request, "issue")
         service = request.app[broadcaster]
         if request.content_type in ("application/cap+xml", "application/xml", "text/xml"):
-            outcome = await service.ingest_cap(await request.read(), actor=user.name, role=user.role.value)
+            outcome = await service.ingest_cap(
+                await read_bytes(request), actor=user.name, role=user.role.value
+            )
             if outcome.action == "issued":
                 _in_background(request.app, background, service.fan_out(outcome.alert))
             status = 201 if outcome.action in ("issued", "draft") else 200
             return web.json_response(
                 alert_json(outcome.alert) | {"cap_action": outcome.action}, status=status
             )
-        try:
-            body = await request.json()
-        except json.JSONDecodeError as exc:
-            return error(400, "invalid_json", t("JSON 无效：{e}", "invalid JSON: {e}", e=exc))
+        body = await read_json_object(request)
         alert = await service.prepare(_request_from_json(body), actor=user.name, role=user.role.value)
         _in_background(request.app, background, service.fan_out(alert))
         return web.json_response(alert_json(alert), status=201)
@@ -226,21 +229,26 @@ def api_routes(
     async def update_alert(request: web.Request) -> web.Response:
         """Replace an issued alert with a new version (same JSON as creating one); 200 with the new version."""
         user = _require(request, "issue")
-        try:
-            body = await request.json()
-        except json.JSONDecodeError as exc:
-            return error(400, "invalid_json", t("JSON 无效：{e}", "invalid JSON: {e}", e=exc))
+        body = await read_json_object(request)
         alert, _ = await request.app[broadcaster].update(
             request.match_info["id"], _request_from_json(body), actor=user.name, role=user.role.value
         )
         return web.json_response(alert_json(alert))
 
     async def alert_cap(request: web.Request) -> web.Response:
-        """The alert as CAP 1.2 XML; without a token only issued, non-exercise alerts are visible."""
+        """The alert as CAP 1.2 XML; without a token only issued, non-exercise alerts are visible.
+
+        An anonymous caller gets the same 401 for an unknown id as for a non-public alert, so nothing
+        tells them which ids exist.
+        """
         service = request.app[broadcaster]
-        alert = await service.alerts.get(request.match_info["id"])
-        if request[USER] is None and not _public(alert):
-            raise AlertNotFound(t("没有编号为 {id} 的公开预警", "no public alert with id {id}", id=alert.id))
+        if request[USER] is None:
+            found = await service.alerts.find(request.match_info["id"])
+            if found is None or not _public(found):
+                return _unauthorized()
+            alert = found
+        else:
+            alert = await service.alerts.get(request.match_info["id"])
         body = await service.cap_document(alert)
         return web.Response(body=body, content_type="application/cap+xml", charset="utf-8")
 
@@ -327,14 +335,18 @@ def api_routes(
         return web.json_response(view, dumps=_dumps)
 
     async def alert_tasks(request: web.Request) -> web.Response:
-        """The cadres' task lists: per contact the signed page link, how many residents, how many confirmed."""
-        _require(request, "read")
+        """The cadres' task lists: per contact how many residents, how many confirmed, and — for
+        operators and up — the signed page link (a link lets whoever holds it confirm residents, so a
+        viewer sees names and counts only)."""
+        user = _require(request, "read")
         service = request.app[broadcaster]
         alert = await service.alerts.get(request.match_info["id"])
         lists = await service.tasks.lists(alert)
-        return web.json_response(
-            {"alert_id": alert.id, "tasks": [dataclasses.asdict(task) for task in lists]}, dumps=_dumps
-        )
+        tasks = [dataclasses.asdict(task) for task in lists]
+        if not user.may(LINKS_ACTION):
+            for task in tasks:
+                del task["link"]
+        return web.json_response({"alert_id": alert.id, "tasks": tasks}, dumps=_dumps)
 
     return [
         web.get("/api/v1/alerts/{id}/reach", alert_reach),
@@ -347,6 +359,6 @@ def api_routes(
         web.get("/api/v1/alerts/{id}/events", alert_events),
         web.post("/api/v1/alerts/{id}/update", update_alert),
         web.post("/api/v1/alerts/{id}/approve", approve_alert),
-        web.get("/api/v1/alerts/{id}/cap", alert_cap),
+        web.get(CAP_ROUTE, alert_cap),
         web.get("/feeds/alerts.atom", atom),
     ]

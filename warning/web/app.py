@@ -23,6 +23,7 @@ from warning.engine import Engine, channel_names, run_engine
 from warning.errors import UsageError
 from warning.evidence import Evidence
 from warning.i18n import t
+from warning.public_url import public_url_problem
 from warning.sample.generate import sample_files
 from warning.store import Store, open_store
 from warning.users import Users
@@ -224,6 +225,8 @@ async def serve(settings: Settings, *, host: str, port: int, load_sample: bool =
                 ),
                 flush=True,
             )
+        if (problem := public_url_problem(settings.server)) is not None:
+            print("  " + problem, flush=True)
         if not await app[USERS].count():
             print(
                 t(

@@ -26,6 +26,7 @@ from warning.links import CADRE, RESIDENT, Claims, LinkError, hash_token
 from warning.model import Alert, AlertState, Level, Resident
 from warning.reach import OUTCOMES
 from warning.render.words import CHINA_TIME, level_name
+from warning.web.bodies import read_form
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ def cadre_routes(evidence_key: web.AppKey[Evidence]) -> list[web.RouteDef]:
         claim, alert = found
         ev = request.app[evidence_key]
         lang = _lang(request)
-        form = await request.post()
+        form = await read_form(request)
         resident = str(form.get("resident_id", ""))
         outcome = str(form.get("outcome", ""))
         note = str(form.get("note", "")).strip()

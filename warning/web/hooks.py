@@ -18,7 +18,9 @@ from defusedxml.common import DefusedXmlException  # type: ignore[import-untyped
 
 from warning.config import WechatSettings
 from warning.evidence import Evidence
+from warning.i18n import t
 from warning.store import Store
+from warning.web.bodies import invalid_body
 from warning.web.signatures import first_time, signed_twilio_form, twilio_first_time, wechat_valid
 
 log = logging.getLogger(__name__)
@@ -105,8 +107,9 @@ def hook_routes(
             return web.Response(status=413, text="too large")
         try:
             root = ElementTree.fromstring(body)
-        except (ElementTree.ParseError, DefusedXmlException):
-            return web.Response(status=400, text="invalid xml")
+        except (ElementTree.ParseError, DefusedXmlException, LookupError, ValueError):
+            # LookupError: an XML declaration naming an encoding Python does not know.
+            raise invalid_body(t("微信事件不是有效的 XML", "the WeChat event is not valid XML")) from None
         if root.findtext("Event") == "TEMPLATESENDJOBFINISH":
             status = root.findtext("Status") or ""
             await request.app[evidence].wechat_result(root.findtext("MsgID") or "", status == "success")

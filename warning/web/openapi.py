@@ -27,10 +27,12 @@ ERROR_CODES = (
     "forbidden",
     "invalid",
     "invalid_json",
+    "invalid_body",
     "invalid_cap",
     "not_found",
     "conflict",
     "too_large",
+    "unsupported_media_type",
 )
 CAP_ACTIONS = ("issued", "draft", "updated", "cancelled")
 # Twilio's SMS `MessageStatus` values the status hook knows (web/hooks.py); any other is 400.
@@ -314,12 +316,17 @@ def _schemas() -> dict[str, Schema]:
                             "contact_id": _STRING,
                             "name": _STRING,
                             "role": _STRING,
-                            "link": {"type": "string", "description": "The signed cadre page URL."},
+                            "link": {
+                                "type": "string",
+                                "description": "The signed cadre page URL. Only for roles that may issue"
+                                " (operator, approver, admin): whoever holds it can confirm residents,"
+                                " so a viewer's list has no `link`.",
+                            },
                             "total": _INT,
                             "confirmed": _INT,
                             "deadline": {"type": "number", "description": "Unix time to report by."},
                         },
-                        ("contact_id", "name", "role", "link", "total", "confirmed", "deadline"),
+                        ("contact_id", "name", "role", "total", "confirmed", "deadline"),
                     ),
                 },
             },
@@ -365,12 +372,17 @@ def _responses() -> dict[str, Schema]:
     return {
         name: _json(error, text)
         for name, text in (
-            ("Invalid", "Invalid request: `invalid`, `invalid_json` or `invalid_cap`, naming the field."),
+            (
+                "Invalid",
+                "Invalid request: `invalid`, `invalid_json`, `invalid_body` (not UTF-8) or `invalid_cap`,"
+                " naming the field.",
+            ),
             ("Unauthorized", "Missing or invalid bearer token."),
             ("Forbidden", "The token's role may not do this."),
             ("NotFound", "No such alert."),
             ("Conflict", "The alert's state does not allow this."),
             ("TooLarge", "The body is over 1 MiB."),
+            ("UnsupportedMediaType", "The body's Content-Type is not one this route reads."),
         )
     }
 
@@ -384,6 +396,7 @@ def _api(summary: str, description: str, ok: dict[str, Schema], *errors: str, **
         ("NotFound", "404"),
         ("Conflict", "409"),
         ("TooLarge", "413"),
+        ("UnsupportedMediaType", "415"),
     ):
         if name in errors:
             responses[code] = _error(name)
@@ -464,6 +477,7 @@ def _paths() -> dict[str, Any]:
                 "NotFound",
                 "Conflict",
                 "TooLarge",
+                "UnsupportedMediaType",
                 requestBody={
                     "required": True,
                     "content": {
@@ -545,6 +559,7 @@ def _paths() -> dict[str, Any]:
                 "NotFound",
                 "Conflict",
                 "TooLarge",
+                "UnsupportedMediaType",
                 parameters=[_ALERT_ID],
                 requestBody={
                     "required": True,
@@ -585,7 +600,8 @@ def _paths() -> dict[str, Any]:
         "/api/v1/alerts/{id}/tasks": {
             "get": _api(
                 "叫应任务 Cadres' task lists",
-                "Per contact the signed page link, how many residents, how many confirmed. Needs `read`.",
+                "Per contact how many residents and how many confirmed. Needs `read`; the signed page"
+                " `link` is included only for roles that may issue (operators and up).",
                 {"200": _json(_ref("TaskLists"), "The task lists.")},
                 "Unauthorized",
                 "Forbidden",
@@ -597,11 +613,13 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "summary": "CAP 文档 The alert as CAP 1.2",
                 "description": "Public for issued, non-exercise alerts (the Atom feed links here);"
-                " any alert with a bearer token.",
+                " any alert with a bearer token. Without a token, an unknown id and a non-public alert"
+                " both answer 401, so ids cannot be probed.",
                 "security": [{}, *_BEARER],
                 "parameters": [_ALERT_ID],
                 "responses": {
                     "200": {"description": "CAP 1.2 XML.", "content": {"application/cap+xml": cap_xml}},
+                    "401": _error("Unauthorized"),
                     "404": _error("NotFound"),
                 },
             },
@@ -704,7 +722,7 @@ def _paths() -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _text("text/plain", "`success`."),
-                    "400": _text("text/plain", "Invalid XML."),
+                    "400": _error("Invalid"),
                     "403": _text("text/plain", "Invalid signature."),
                     "413": _text("text/plain", "Over 64 KiB."),
                 },

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from twilio.request_validator import RequestValidator
 
 from warning.store import Keyspace
+from warning.web.bodies import read_form
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,11 @@ async def signed_twilio_form(request: web.Request, public_url: str, auth_token: 
     """The form parameters of a request Twilio signed for our public URL.
 
     Raises:
+        web.HTTPBadRequest, web.HTTPUnsupportedMediaType, web.HTTPRequestEntityTooLarge: the body is not
+            a UTF-8 form (there is nothing to check a signature over).
         web.HTTPForbidden: the signature does not match (nothing may change).
     """
-    form = await request.post()
-    params = {k: str(v) for k, v in form.items()}
+    params = await read_form(request)
     if not twilio_valid(public_url, request, params, auth_token):
         log.warning("twilio webhook with a bad signature refused", extra={"path": request.path})
         raise web.HTTPForbidden(text="invalid signature")
