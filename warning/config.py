@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import pwd
 import re
 import tomllib
 import typing
@@ -25,7 +26,9 @@ from warning.i18n import t
 
 ENV_PREFIX = "WARNING_"
 CONFIG_ENV = "WARNING_CONFIG"
-DEFAULT_CONFIG_PATH = Path("config/warning.toml")
+# Where a config file is looked for when neither --config nor WARNING_CONFIG names one. Never the current
+# directory: the same command must find the same service from any folder.
+SYSTEM_CONFIG_PATH = Path("/etc/warning/warning.toml")
 
 
 def _opt(default: Any, **meta: Any) -> Any:
@@ -53,6 +56,9 @@ class BureauSettings:
     # The issuing bureau as people see it (message signature) and as CAP identifies it (<sender>).
     name: str = _opt("应急管理局")
     sender: str = _opt("warning@bureau.example", pattern=r"[^\s,<&]{1,200}")
+    # The duty phone residents and cadres are told to call (resident and cadre pages); unset: pages
+    # show only 110 for emergencies.
+    phone: str = _opt("", pattern=r"[0-9+\- ]{0,32}")
 
 
 @dataclass(frozen=True)
@@ -62,8 +68,10 @@ class UiSettings:
 
 @dataclass(frozen=True)
 class DataSettings:
-    # Where the embedded Redis keeps its append-only file and the service its runtime files.
-    dir: Path = _opt(Path("var"))
+    # Where the embedded Redis keeps its append-only file and the service its runtime files. Unset: the
+    # per-user folder ($XDG_DATA_HOME/warning, else ~/.local/share/warning), whatever the current directory;
+    # a relative path in the file is relative to the file's folder.
+    dir: Path = _opt(Path("~/.local/share/warning"))
 
 
 @dataclass(frozen=True)
@@ -488,12 +496,40 @@ def _convert(name: str, f: dataclasses.Field[Any], kind: type[Any], raw: object,
     return value
 
 
+def _home(environ: Mapping[str, str]) -> Path:
+    if environ.get("HOME"):
+        return Path(environ["HOME"])
+    return Path(pwd.getpwuid(os.getuid()).pw_dir)
+
+
+def user_config_path(environ: Mapping[str, str]) -> Path:
+    """The per-user config file: $XDG_CONFIG_HOME/warning/warning.toml, else ~/.config/warning/warning.toml."""
+    base = environ.get("XDG_CONFIG_HOME") or str(_home(environ) / ".config")
+    return Path(base) / "warning" / "warning.toml"
+
+
+def user_data_dir(environ: Mapping[str, str]) -> Path:
+    """The per-user data folder: $XDG_DATA_HOME/warning, else ~/.local/share/warning."""
+    base = environ.get("XDG_DATA_HOME") or str(_home(environ) / ".local" / "share")
+    return Path(base) / "warning"
+
+
+def config_candidates(environ: Mapping[str, str]) -> list[Path]:
+    """The files looked for, in order, when neither --config nor WARNING_CONFIG names one."""
+    return [user_config_path(environ), SYSTEM_CONFIG_PATH]
+
+
+def config_candidates_now() -> list[Path]:
+    """`config_candidates` for this process's environment."""
+    return config_candidates(os.environ)
+
+
 def _config_path(path: Path | None, environ: Mapping[str, str]) -> Path | None:
     if path is not None:
         return path
     if environ.get(CONFIG_ENV):
         return Path(environ[CONFIG_ENV])
-    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+    return next((p for p in config_candidates(environ) if p.is_file()), None)
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -622,7 +658,21 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             else:
                 origin[name] = "default"
         sections[section] = cls(**values)
+    sections["data"] = DataSettings(dir=_data_dir(sections["data"].dir, origin["data.dir"], config_path, env))
     return Settings(**sections, audiences=audiences, feeds=feeds, origin=origin, path=config_path)
+
+
+def _data_dir(value: Path, origin: str, config_path: Path | None, environ: Mapping[str, str]) -> Path:
+    """An absolute data folder: the per-user one by default, a file's relative path from the file's folder,
+    an environment's relative path from the current directory (as a shell user means it)."""
+    if origin == "default":
+        return user_data_dir(environ)
+    value = Path(str(value).replace("~", str(_home(environ)), 1)) if str(value).startswith("~") else value
+    if value.is_absolute():
+        return value
+    if config_path is not None and origin == str(config_path):
+        return (config_path.parent / value).absolute()
+    return value.absolute()
 
 
 def language_hint(environ: Mapping[str, str] | None = None) -> str:

@@ -20,13 +20,14 @@ from typing import Any
 from aiohttp import web
 
 from warning.broadcast import AlertRequest
-from warning.cli_broadcast import print_counts, wait_for_deliveries
+from warning.cli_broadcast import wait_for_deliveries
 from warning.cli_reach import print_reach
+from warning.cli_status import print_counts
 from warning.config import EscalationStep, MqttSettings, RedisSettings, Settings, TwilioSettings
 from warning.deliveries import ChannelCounts
 from warning.errors import UsageError
-from warning.escalation import ROLE_ZH
-from warning.i18n import current_language, t
+from warning.i18n import t
+from warning.labels import beijing, label
 from warning.model import Level
 from warning.progress import ProgressBar
 from warning.sandbox.cadres import CadreSimulator
@@ -151,9 +152,10 @@ async def _drill(settings: Settings, sock: socket.socket, *, keep_serving: bool)
         bar.close()
         print(
             t(
-                "已发布 {id}（橙色台风预警，{tw} 镇）",
-                "issued {id} (orange typhoon warning, township {tw})",
+                "已发布 {id}（{level}台风预警，{tw} 镇）",
+                "issued {id} ({level} typhoon warning, township {tw})",
                 id=alert.id,
+                level=label("level", alert.level.value),
                 tw=DEMO_TOWNSHIP,
             )
         )
@@ -229,12 +231,18 @@ async def _night(service: Any, alert: Any, demo: Settings) -> None:
 
 
 def _print_escalations(view: dict[str, Any]) -> None:
+    names = {v["code"]: v["name"] for v in view["villages"] if v["name"]}
     rows = [
         [
-            e["step"],
-            ROLE_ZH.get(e["role"], e["role"]) if current_language() == "zh-CN" else e["role"],
+            beijing(e["at"]),
+            t("大喇叭失联", "silent loudspeaker")
+            if e["step"] == "spk"
+            else t("第{n}级", "step {n}", n=int(e["step"]) + 1)
+            if str(e["step"]).isdigit()
+            else e["step"],
+            label("role", e["role"]),
             e["name"] or e["contact"] or "-",
-            ",".join(e["villages"])[:40],
+            "、".join(names.get(code, code) for code in e["villages"])[:40],
             e["residents"],
             e["detail"],
         ]
@@ -245,6 +253,7 @@ def _print_escalations(view: dict[str, Any]) -> None:
         print(
             render(
                 [
+                    t("时间", "time"),
                     t("步", "step"),
                     t("角色", "role"),
                     t("通知", "notified"),

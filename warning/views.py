@@ -10,13 +10,15 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from warning.broadcast import Broadcaster
 from warning.channels.speaker import speaker_status
 from warning.deliveries import STATES as DELIVERY_STATES
 from warning.escalation import escalation_json
+from warning.i18n import current_language, t
+from warning.labels import BEIJING, beijing, label
 from warning.model import Alert, Contact
 
 UNREACHED_LIMIT = 1000  # rows of unreached residents in one view (the counts are always complete)
@@ -24,7 +26,8 @@ _LEDGER_PURPOSES = ("", ".task", ".spk", ".esc0", ".esc1", ".esc2", ".esc3", ".e
 
 
 def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
+    # ISO 8601 with the +08:00 offset: machines parse it, and the bureau reads its own clock.
+    return datetime.fromtimestamp(ts, BEIJING).isoformat(timespec="seconds") if ts else None
 
 
 async def _contacts(service: Broadcaster, ids: Sequence[str]) -> dict[str, Contact]:
@@ -118,11 +121,13 @@ async def reach_view(service: Broadcaster, alert_id: str, *, limit: int = UNREAC
                 "village": entry.village,
                 "village_name": names.get(entry.village, ""),
                 "state": entry.state,
+                "state_name": label("reach", entry.state),
                 "escalated": flag,
                 "responsible": {
                     "contact_id": owner,
                     "role": contact.role.value if contact else "",
                     "name": contact.name if contact else "",
+                    "role_name": label("role", contact.role.value) if contact else "",
                 },
             }
         )
@@ -130,6 +135,9 @@ async def reach_view(service: Broadcaster, alert_id: str, *, limit: int = UNREAC
         "alert_id": alert.id,
         "version": alert.version,
         "state": alert.state.value,
+        "state_name": label("state", alert.state.value),
+        "level": alert.level.value,
+        "level_name": label("level", alert.level.value),
         "must_reach": {
             "total": must["total"],
             "confirmed": must["confirmed"],
@@ -156,49 +164,54 @@ def _responsible_json(found: tuple[str, str] | None) -> dict[str, str] | None:
 
 
 def reach_csv(view: dict[str, Any]) -> str:
-    """The reach view as one CSV: a `section` column says what each row is (village, audience, unreached)."""
+    """The reach view as one CSV, headers in the current language: a first column says what each row is
+    (village, audience, unreached resident). Formula-like cells are escaped (`safe_cell`)."""
     out = io.StringIO()
     w = csv.writer(out)
     w.writerow(
         [
-            "section",
-            "id",
-            "name",
-            "village",
-            "state",
-            "total",
-            "confirmed",
-            "acknowledged",
-            "notified",
-            "pending",
-            "responsible_id",
-            "responsible_role",
+            t("类别", "section"),
+            t("编号", "id"),
+            t("名称", "name"),
+            t("村", "village"),
+            t("状态", "state"),
+            t("人数", "total"),
+            label("reach", "confirmed"),
+            label("reach", "acknowledged"),
+            label("reach", "notified"),
+            label("reach", "pending"),
+            t("负责人", "responsible"),
+            t("负责人角色", "responsible role"),
+            t("负责人编号", "responsible id"),
         ]
     )
+    rows: list[list[Any]] = []
+    names = {v["code"]: v["name"] for v in view["villages"]}
     for v in view["villages"]:
         resp = v["responsible"] or {}
-        w.writerow(
+        rows.append(
             [
-                "village",
+                t("村", "village"),
                 v["code"],
                 v["name"],
-                v["code"],
+                v["name"] or v["code"],
                 "",
                 v["must_reach_total"],
                 v["confirmed"],
                 v["acknowledged"],
                 v["notified"],
                 v["pending"],
+                "",
+                label("role", resp["role"]) if resp.get("role") else "",
                 resp.get("contact_id", ""),
-                resp.get("role", ""),
             ]
         )
     for name, c in view["audiences"].items():
-        w.writerow(
+        rows.append(
             [
-                "audience",
+                t("对象", "audience"),
                 name,
-                name,
+                label("audience", name),
                 "",
                 "",
                 c["total"],
@@ -208,29 +221,45 @@ def reach_csv(view: dict[str, Any]) -> str:
                 c["pending"],
                 "",
                 "",
+                "",
             ]
         )
     for u in view["unreached"]:
-        w.writerow(
+        resp = u["responsible"]
+        rows.append(
             [
-                "unreached",
+                t("未确认", "unreached"),
                 u["resident_id"],
                 u["name"],
-                u["village"],
-                u["state"],
+                u.get("village_name") or names.get(u["village"], u["village"]),
+                label("reach", u["state"]),
                 "",
                 "",
                 "",
                 "",
                 "",
-                u["responsible"]["contact_id"],
-                u["responsible"]["role"],
+                resp["name"],
+                label("role", resp["role"]) if resp["role"] else "",
+                resp["contact_id"],
             ]
         )
+    w.writerows([[safe_cell(v) for v in row] for row in rows])
     return out.getvalue()
 
 
 # -- the after-action report ---------------------------------------------------------------------------
+
+
+async def _area_names(service: Broadcaster, areas: Sequence[str]) -> dict[str, str]:
+    """Area code → its name (village, township or county, by the code's length), for the report."""
+    out: dict[str, str] = {}
+    for area in areas:
+        codes = await service.directory.village_codes([area])
+        villages = await service.directory.villages(codes[:1])
+        if villages:
+            v = villages[0]
+            out[area] = v.name if len(area) == 12 else v.township if len(area) == 9 else v.county
+    return out
 
 
 def _since(start: float | None, ts: float | None) -> float | None:
@@ -248,6 +277,8 @@ async def report(service: Broadcaster, alert_id: str) -> dict[str, Any]:
     counts = await service.reach.counts(alert.id)
     milestones = await service.reach.milestones(alert.id)
     start = milestones.get("issued")
+    village_names = {v["code"]: v["name"] for v in view["villages"] if v["name"]}
+    area_names = await _area_names(service, alert.areas)
     villages = []
     for v in view["villages"]:
         villages.append(
@@ -277,6 +308,7 @@ async def report(service: Broadcaster, alert_id: str) -> dict[str, Any]:
                 "contact_id": contact_id,
                 "name": contact.name if contact else "",
                 "role": contact.role.value if contact else "",
+                "role_name": label("role", contact.role.value) if contact else "",
                 "total": total,
                 "confirmed": scope["confirmed"],
                 "acknowledged": scope["acknowledged"],
@@ -294,6 +326,12 @@ async def report(service: Broadcaster, alert_id: str) -> dict[str, Any]:
             "exercise": alert.exercise,
             "version": alert.version,
             "issued_at": _iso(start),
+            "expires": alert.expires.astimezone(BEIJING).isoformat() if alert.expires else None,
+            "headline": alert.headline,
+            "instruction": alert.instruction,
+            "area_names": [area_names.get(code, code) for code in alert.areas],
+            "level_name": label("level", alert.level.value),
+            "state_name": label("state", alert.state.value),
         },
         "timings": {
             "seconds_to_first_message": _since(start, milestones.get("first_sent")),
@@ -305,68 +343,266 @@ async def report(service: Broadcaster, alert_id: str) -> dict[str, Any]:
         "channels": view["channels"],
         "villages": villages,
         "cadres": cadres,
-        "escalations": view["escalations"],
+        "escalations": [
+            e | {"village_names": [village_names.get(code, code) for code in e["villages"]]}
+            for e in view["escalations"]
+        ],
         "unreached": view["unreached"],
+        "texts": await _texts(service, alert),
     }
 
 
-REPORT_SECTIONS = ("villages", "cadres", "escalations", "unreached")
+async def _texts(service: Broadcaster, alert: Alert) -> list[dict[str, Any]]:
+    """What was sent, per version × audience × channel × language, from the texts stored at issue."""
+    out = []
+    for version in range(1, alert.version + 1):
+        stored = await service.texts.redis.hgetall(service.texts.key(alert.id, version))
+        for field_name, text in sorted((str(k), str(v)) for k, v in stored.items()):
+            audience, channel, language = [*field_name.split("|"), "", ""][:3]
+            out.append(
+                {
+                    "version": version,
+                    "audience": audience,
+                    "channel": channel,
+                    "language": language,
+                    "text": text,
+                }
+            )
+    return out
+
+
+REPORT_SECTIONS = ("villages", "cadres", "escalations", "unreached", "texts")
+_SHEETS = {
+    "summary": ("概况", "summary"),
+    "villages": ("各村", "villages"),
+    "cadres": ("干部", "cadres"),
+    "escalations": ("升级记录", "escalations"),
+    "unreached": ("未确认人员", "unreached"),
+    "texts": ("发送文本", "texts"),
+}
+_PURPOSES = {
+    "": ("预警", "warning"),
+    "task": ("任务链接", "task link"),
+    "spk": ("大喇叭失联通知", "silent loudspeaker notice"),
+    "stop": ("停播", "stop"),
+}
+# Column → (zh-CN header, English header), per section; the order is the order in the sheet.
+_COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
+    "villages": {
+        "code": ("村代码", "village code"),
+        "name": ("村名", "village"),
+        "must_reach_total": ("必达人数", "must-reach"),
+        "confirmed": ("干部已确认", "confirmed by cadre"),
+        "acknowledged": ("本人已确认", "acknowledged"),
+        "unreached": ("未确认", "unreached"),
+        "seconds_to_all_confirmed": ("全部确认用时（秒）", "seconds to all confirmed"),
+        "residents_notified_or_better": ("居民已通知", "residents notified"),
+        "residents_total": ("居民总数", "residents"),
+        "speakers_total": ("大喇叭数", "loudspeakers"),
+        "speakers_played": ("大喇叭已播", "loudspeakers played"),
+        "speakers_failed": ("大喇叭失败", "loudspeakers failed"),
+    },
+    "cadres": {
+        "contact_id": ("编号", "id"),
+        "name": ("姓名", "name"),
+        "role_name": ("角色", "role"),
+        "total": ("任务人数", "on list"),
+        "confirmed": ("干部已确认", "confirmed by cadre"),
+        "acknowledged": ("本人已确认", "acknowledged"),
+        "unreached": ("未确认", "unreached"),
+        "seconds_to_all_confirmed": ("全部确认用时（秒）", "seconds to all confirmed"),
+    },
+    "escalations": {
+        "at_beijing": ("时间（北京时间）", "time (Beijing)"),
+        "step_name": ("步骤", "step"),
+        "role_name": ("角色", "role"),
+        "name": ("姓名", "name"),
+        "contact": ("编号", "id"),
+        "village_names": ("涉及村", "villages"),
+        "residents": ("涉及人数", "residents"),
+        "detail": ("说明", "detail"),
+    },
+    "unreached": {
+        "name": ("姓名", "name"),
+        "resident_id": ("居民编号", "resident id"),
+        "village_name": ("村名", "village"),
+        "village": ("村代码", "village code"),
+        "state_name": ("状态", "state"),
+        "escalated_name": ("已上报", "escalated"),
+        "responsible_name": ("负责人", "responsible"),
+        "responsible_role_name": ("负责人角色", "responsible role"),
+        "responsible_id": ("负责人编号", "responsible id"),
+    },
+    "texts": {
+        "version": ("版本", "version"),
+        "audience_name": ("对象", "audience"),
+        "channel_name": ("渠道", "channel"),
+        "language": ("语言", "language"),
+        "text": ("发送内容", "text sent"),
+    },
+}
+# Characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: Any) -> Any:
+    """`value` fit for a CSV/XLSX cell: a string that a spreadsheet would run as a formula gets a
+    leading `'`; numbers (negative ones too) and None are kept as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def ledger_name(ledger: str, language: str | None = None) -> str:
+    """`sms.esc0` → 短信（第1级升级）: a delivery ledger as people read it."""
+    channel, _, purpose = ledger.partition(".")
+    name = label("channel", channel, language)
+    if purpose.startswith("esc") and purpose[3:].isdigit():
+        what = t("第{n}级升级", "escalation step {n}", n=int(purpose[3:]) + 1)
+    elif purpose in _PURPOSES:
+        what = _PURPOSES[purpose][1 if _en(language) else 0]
+    else:
+        what = purpose
+    return name if not purpose else t("{c}（{w}）", "{c} ({w})", c=name, w=what)
+
+
+def _en(language: str | None) -> bool:
+    return (language or current_language()) == "en"
+
+
+def _h(pair: tuple[str, str], language: str | None = None) -> str:
+    return pair[1] if _en(language) else pair[0]
 
 
 def report_rows(data: dict[str, Any]) -> dict[str, list[list[Any]]]:
-    """The report as tables (sheet/section name → header row + rows), for CSV and XLSX."""
-    t = data["timings"]
+    """The report as tables (sheet/section name → header row + rows), in the current language, for CSV
+    and XLSX. Cells are not yet escaped (see `safe_cell`)."""
+    a = data["alert"]
+    tm = data["timings"]
     m = data["must_reach"]
-    summary = [
-        ["item", "value"],
-        ["alert_id", data["alert"]["id"]],
-        ["event", data["alert"]["event"]],
-        ["level", data["alert"]["level"]],
-        ["issued_at", data["alert"]["issued_at"]],
-        ["seconds_to_first_message", t["seconds_to_first_message"]],
-        ["seconds_to_90pct_machine_reach", t["seconds_to_90pct_machine_reach"]],
-        ["seconds_to_all_must_reach_confirmed", t["seconds_to_all_must_reach_confirmed"]],
-        *[[f"must_reach_{k}", v] for k, v in m.items() if not isinstance(v, dict)],
-        *[[f"outcome_{k}", v] for k, v in m["outcomes"].items()],
-        *[[f"{ledger}_{state}", n] for ledger, c in data["channels"].items() for state, n in c.items()],
+    summary: list[list[Any]] = [
+        [t("项目", "item"), t("值", "value")],
+        [t("预警编号", "alert id"), a["id"]],
+        [t("事件", "event"), a["event"]],
+        [t("级别", "level"), label("level", a["level"])],
+        [t("状态", "state"), label("state", a["state"])],
+        [t("类型", "kind"), t("演练", "drill") if a["exercise"] else t("正式", "actual")],
+        [t("版本", "version"), a["version"]],
+        [t("区域", "areas"), "、".join(a.get("area_names") or a["areas"])],
+        [t("标题", "headline"), a.get("headline", "")],
+        [t("行动指引", "instruction"), a.get("instruction", "")],
+        [t("发布时间（北京时间）", "issued (Beijing time)"), beijing(a["issued_at"], full=True)],
+        [t("失效时间（北京时间）", "expires (Beijing time)"), beijing(a.get("expires"), full=True)],
+        [t("首条消息用时（秒）", "seconds to first message"), tm["seconds_to_first_message"]],
+        [t("90% 自动触达用时（秒）", "seconds to 90% machine reach"), tm["seconds_to_90pct_machine_reach"]],
+        [
+            t("必达人员全部确认用时（秒）", "seconds to all must-reach confirmed"),
+            tm["seconds_to_all_must_reach_confirmed"],
+        ],
+        [t("必达人员总数", "must-reach total"), m["total"]],
+        [label("reach", "confirmed"), m["confirmed"]],
+        [label("reach", "acknowledged"), m["acknowledged"]],
+        [label("reach", "notified"), m["notified"]],
+        [label("reach", "pending"), m["pending"]],
+        [label("reach", "escalated"), m["escalated"]],
+        [t("超时回报", "reported late"), m["late"]],
+        *[[t("回报：{o}", "outcome: {o}", o=label("outcome", k)), v] for k, v in m["outcomes"].items()],
+        *[
+            [f"{ledger_name(ledger)} {label('delivery', state)}", n]
+            for ledger, c in data["channels"].items()
+            for state, n in c.items()
+        ],
     ]
-    tables: dict[str, list[list[Any]]] = {"summary": summary}
+    tables: dict[str, list[list[Any]]] = {_h(_SHEETS["summary"]): summary}
     for section in REPORT_SECTIONS:
-        rows = data[section]
-        if section == "unreached":
-            rows = [
-                {
-                    **{k: v for k, v in r.items() if k != "responsible"},
-                    "responsible_id": r["responsible"]["contact_id"],
-                    "responsible_role": r["responsible"]["role"],
-                    "responsible_name": r["responsible"]["name"],
-                }
-                for r in rows
-            ]
-        header = list(rows[0]) if rows else ["-"]
-        tables[section] = [header, *[[r.get(h) for h in header] for r in rows]]
+        columns = _COLUMNS[section]
+        rows = [_readable(section, r) for r in data.get(section, [])]
+        tables[_h(_SHEETS[section])] = [
+            [_h(pair) for pair in columns.values()],
+            *[[r.get(key) for key in columns] for r in rows],
+        ]
     return tables
 
 
+def _readable(section: str, row: dict[str, Any]) -> dict[str, Any]:
+    # The names a person reads, beside the machine values the JSON keeps.
+    if section == "cadres":
+        return row | {"role_name": label("role", row["role"])}
+    if section == "escalations":
+        step = row["step"]
+        return row | {
+            "at_beijing": beijing(row["at"], full=True),
+            "step_name": t("大喇叭失联", "silent loudspeaker")
+            if step == "spk"
+            else t("第{n}级", "step {n}", n=int(step) + 1)
+            if str(step).isdigit()
+            else step,
+            "role_name": label("role", row["role"]),
+            "village_names": "、".join(row.get("village_names") or row["villages"]),
+        }
+    if section == "unreached":
+        resp = row["responsible"]
+        return row | {
+            "state_name": label("reach", row["state"]),
+            "escalated_name": t("是", "yes") if row["escalated"] else t("否", "no"),
+            "responsible_name": resp["name"],
+            "responsible_role_name": label("role", resp["role"]) if resp["role"] else "",
+            "responsible_id": resp["contact_id"],
+        }
+    if section == "texts":
+        return row | {
+            "audience_name": label("audience", row["audience"]),
+            "channel_name": label("channel", row["channel"]),
+        }
+    return row
+
+
 def report_csv(data: dict[str, Any]) -> str:
+    """The report as one CSV, a `# 表名` line before each table; formula-like cells are escaped."""
     out = io.StringIO()
     w = csv.writer(out)
     for name, rows in report_rows(data).items():
         w.writerow([f"# {name}"])
-        w.writerows(rows)
+        w.writerows([[safe_cell(v) for v in row] for row in rows])
         w.writerow([])
     return out.getvalue()
 
 
+_WIDEST = 80  # characters: the sent texts wrap beyond this instead of making the column endless
+
+
+def _width(value: Any) -> int:
+    # A CJK character takes two columns in Excel's default font.
+    text = "" if value is None else str(value)
+    return sum(2 if ord(ch) >= 0x2E80 else 1 for ch in text)
+
+
 def report_xlsx(data: dict[str, Any]) -> bytes:
+    """The report as a workbook: one sheet per table, bold frozen header row, columns as wide as their
+    text; formula-like cells are escaped."""
     from openpyxl import Workbook  # imported here: only report writing needs it
+    from openpyxl.styles import Alignment, Font
+    from openpyxl.utils import get_column_letter
 
     book = Workbook()
     book.remove(book.active)  # type: ignore[arg-type,unused-ignore]
+    bold = Font(bold=True)
+    wrap = Alignment(wrap_text=True, vertical="top")
     for name, rows in report_rows(data).items():
         sheet = book.create_sheet(name)
         for row in rows:
-            sheet.append([v if isinstance(v, int | float | str) or v is None else str(v) for v in row])
+            sheet.append(
+                [safe_cell(v if isinstance(v, int | float | str) or v is None else str(v)) for v in row]
+            )
+        for cell in sheet[1]:
+            cell.font = bold
+        sheet.freeze_panes = "A2"
+        for index, column in enumerate(sheet.iter_cols(values_only=True), start=1):
+            widest = max((_width(v) for v in column), default=8)
+            sheet.column_dimensions[get_column_letter(index)].width = min(_WIDEST, max(8, widest + 2))
+            if widest > _WIDEST:
+                for cell in sheet.iter_rows(min_row=2, min_col=index, max_col=index):
+                    cell[0].alignment = wrap
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from openpyxl import load_workbook
 
@@ -16,6 +16,7 @@ from warning.channels.base import DeliveryResult, Outcome
 from warning.config import EscalationSettings, EscalationStep, Settings
 from warning.deliveries import Batch, Recipient
 from warning.evidence import Evidence
+from warning.i18n import set_language
 from warning.model import Level
 from warning.store import Store
 from warning.views import reach_csv, reach_view, report, report_csv, report_xlsx
@@ -62,6 +63,7 @@ async def test_report_matches_the_script(sample_store: Store, county: County) ->
             level=Level.RED,
             areas=(TOWNSHIP,),
             headline="超强台风今夜登陆",
+            instruction="请低洼地区群众立即转移到村委会避灾点",
             expires=datetime.now(UTC) + timedelta(hours=6),
             audiences=("vulnerable", "public", "speakers"),
         )
@@ -172,11 +174,41 @@ async def test_report_matches_the_script(sample_store: Store, county: County) ->
 
     # The same figures in every format.
     rows = list(csv.reader(io.StringIO(report_csv(data))))
-    assert ["must_reach_total", str(len(vulnerable))] in rows
+    assert ["必达人员总数", str(len(vulnerable))] in rows
+    assert ["级别", "红色"] in rows and ["状态", "已发布"] in rows
     book = load_workbook(io.BytesIO(report_xlsx(data)))
-    assert book.sheetnames == ["summary", "villages", "cadres", "escalations", "unreached"]
-    assert book["unreached"].max_row == open_after + 1
+    assert book.sheetnames == ["概况", "各村", "干部", "升级记录", "未确认人员", "发送文本"]
+    assert book["未确认人员"].max_row == open_after + 1
     json.dumps(data, ensure_ascii=False)
     view = await reach_view(service, alert.id)
     assert view["must_reach"]["confirmed"] == m["confirmed"]
-    assert sum(1 for line in reach_csv(view).splitlines() if line.startswith("unreached,")) == open_after
+    assert sum(1 for line in reach_csv(view).splitlines() if line.startswith("未确认,")) == open_after
+
+    # What the leader reads: Chinese headers, names not ids, Beijing time, the texts that were sent.
+    unreached = book["未确认人员"]
+    header = [c.value for c in unreached[1]]
+    assert header[:3] == ["姓名", "居民编号", "村名"] and unreached.freeze_panes == "A2"
+    assert unreached["A1"].font.b and unreached.column_dimensions["A"].width >= 8
+    names = {r["name"] for r in county.residents}
+    assert all(row[0] in names for row in unreached.iter_rows(min_row=2, values_only=True))
+    assert {row[4] for row in unreached.iter_rows(min_row=2, values_only=True)} <= {"未送达", "已通知待确认"}
+    summary = {r[0]: r[1] for r in book["概况"].iter_rows(values_only=True)}
+    issued = datetime.fromtimestamp(t0, UTC).astimezone(timezone(timedelta(hours=8)))
+    assert summary["发布时间（北京时间）"] == issued.strftime("%Y-%m-%d %H:%M:%S")
+    assert summary["标题"] == "超强台风今夜登陆"
+    texts = list(book["发送文本"].iter_rows(min_row=2, values_only=True))
+    assert {(row[1], row[2]) for row in texts} >= {
+        ("重点人群", "短信"),
+        ("重点人群", "语音电话"),
+        ("公众", "短信"),
+    }
+    assert all("超强台风今夜登陆" in row[4] for row in texts if row[2] == "短信")
+    escalations = list(book["升级记录"].iter_rows(min_row=2, values_only=True))
+    assert escalations and all(str(row[0]).startswith(issued.strftime("%Y-%m-%d")) for row in escalations)
+    set_language("en")
+    try:
+        english = load_workbook(io.BytesIO(report_xlsx(data)))
+    finally:
+        set_language("zh-CN")
+    assert english.sheetnames == ["summary", "villages", "cadres", "escalations", "unreached", "texts"]
+    assert [c.value for c in english["unreached"][1]][:3] == ["name", "resident id", "village"]

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from warning.config import effective, language_hint, load_settings, parse_duration, redact_url
+from warning.config import (
+    effective,
+    language_hint,
+    load_settings,
+    parse_duration,
+    redact_url,
+    user_data_dir,
+)
 from warning.errors import ConfigError
 from warning.i18n import set_language
 
@@ -22,7 +29,7 @@ def test_defaults_mean_embedded_servers_and_zh_cn(tmp_path: Path) -> None:
     settings = load_settings(None, {})
     assert settings.redis.url == "" and settings.mqtt.url == ""
     assert settings.ui.language == "zh-CN"
-    assert settings.data.dir == Path("var")
+    assert settings.data.dir == user_data_dir({}), "the per-user folder, never the current directory"
     assert settings.server.base_url == "http://127.0.0.1:8080"
     assert settings.origin["redis.url"] == "default"
 
@@ -163,3 +170,32 @@ def test_audiences_from_the_file(tmp_path: Path) -> None:
     bad = write(tmp_path, '[[audiences]]\nname = "x"\nchannels = ["sms"]\n')
     with pytest.raises(ConfigError, match="tags"):
         load_settings(bad, {})
+
+
+def test_data_dir_is_per_user_and_relative_to_the_config_file(tmp_path: Path) -> None:
+    """The data folder is $XDG_DATA_HOME/warning or ~/.local/share/warning by default; a relative path in
+    the file is taken from the file's folder, one in the environment from the current directory."""
+    assert load_settings(None, {"HOME": "/home/ops"}).data.dir == Path("/home/ops/.local/share/warning")
+    assert load_settings(None, {"HOME": "/h", "XDG_DATA_HOME": "/xdg"}).data.dir == Path("/xdg/warning")
+    path = write(tmp_path, '[data]\ndir = "state"\n')
+    assert load_settings(path, {}).data.dir == tmp_path / "state"
+    assert load_settings(path, {"WARNING_DATA_DIR": "rel"}).data.dir == Path.cwd() / "rel"
+    assert load_settings(None, {"HOME": "/home/ops", "WARNING_DATA_DIR": "~/w"}).data.dir == Path(
+        "/home/ops/w"
+    )
+
+
+def test_config_file_is_never_taken_from_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config/warning.toml in the current folder is ignored; the per-user file is found from anywhere."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "warning.toml").write_text("[server]\nport = 9999\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "home"
+    assert load_settings(None, {"HOME": str(home)}).server.port == 8080
+    user_file = home / ".config" / "warning" / "warning.toml"
+    user_file.parent.mkdir(parents=True)
+    user_file.write_text("[server]\nport = 9100\n", encoding="utf-8")
+    settings = load_settings(None, {"HOME": str(home)})
+    assert settings.server.port == 9100 and settings.path == user_file

@@ -25,7 +25,7 @@ from warning.evidence import ClosedTask, Evidence, ForbiddenTask
 from warning.links import CADRE, RESIDENT, Claims, LinkError, hash_token
 from warning.model import Alert, AlertState, Level, Resident
 from warning.reach import OUTCOMES
-from warning.render.words import CHINA_TIME, level_name
+from warning.render.words import CHINA_TIME, expires_text, level_name
 from warning.web.bodies import read_form
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "ack": "我已收到",
         "acked": "已记录，谢谢。请注意安全。",
         "bad_outcome": "请选择一个回报结果。",
+        "instruction": "行动指引：",
+        "expires": "有效至：",
+        "duty_phone": "值班电话",
+        "emergency": "紧急情况请拨打",
     },
     "en": {
         "title": "Check-in list",
@@ -100,6 +104,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "ack": "I got it",
         "acked": "Thank you. Stay safe.",
         "bad_outcome": "Choose one of the outcomes.",
+        "instruction": "What to do: ",
+        "expires": "Valid until: ",
+        "duty_phone": "Duty phone",
+        "emergency": "In an emergency call",
     },
 }
 
@@ -131,6 +139,15 @@ def _alert_title(alert: Alert, lang: str) -> str:
     if lang == "en":
         return f"{mark}{level_name(alert.level, 'en')} {alert.event} warning"
     return f"{mark}{alert.event}{level_name(alert.level, 'zh-CN')}预警"
+
+
+def _alert_facts(alert: Alert, lang: str, phone: str) -> dict[str, str]:
+    # What every page shows beside the title: what to do, until when (Beijing time), whom to call.
+    return {
+        "instruction": alert.instruction,
+        "expires": expires_text(alert.expires, lang),
+        "phone": phone,
+    }
 
 
 def _ended(alert: Alert) -> bool:
@@ -229,6 +246,7 @@ def cadre_routes(evidence_key: web.AppKey[Evidence]) -> list[web.RouteDef]:
             alert_id=alert.id,
             message=message,
             error=error,
+            **_alert_facts(alert, lang, ev.service.settings.bureau.phone),
         )
 
     async def cadre_get(request: web.Request) -> web.Response:
@@ -290,6 +308,7 @@ def cadre_routes(evidence_key: web.AppKey[Evidence]) -> list[web.RouteDef]:
         suffix = "?lang=en" if lang == "en" else ""
         return _page(
             "resident.html",
+            200,
             lang=lang,
             s=STRINGS[lang],
             title=_alert_title(alert, lang),
@@ -298,6 +317,7 @@ def cadre_routes(evidence_key: web.AppKey[Evidence]) -> list[web.RouteDef]:
             text=text,
             action=f"/r/{request.match_info['token']}/ack{suffix}",
             message=message,
+            **_alert_facts(alert, lang, ev.service.settings.bureau.phone),
         )
 
     async def resident_get(request: web.Request) -> web.Response:
