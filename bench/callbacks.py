@@ -188,6 +188,7 @@ async def run(url: str, callbacks: int, connections: int) -> CallbackResult:
                     level=Level.RED,
                     areas=(COUNTY_CODE,),
                     headline="台风将于今夜登陆",
+                    instruction="请低洼地区群众立即转移到村委会避灾点",
                     expires=datetime.now(UTC) + timedelta(hours=6),
                     audiences=("public",),
                 ),

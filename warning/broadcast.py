@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from warning.alerts import AlertStore, new_alert_id
+from warning.allclear import CLEAR_WINDOW, queue_person_all_clear
 from warning.audiences import DEFAULT_AUDIENCES, Audience, Members, catalogue, select
 from warning.cap import CapAlert, parse_cap
 from warning.cap.emit import cap_identifier, cap_time, emit_cap
@@ -19,10 +20,23 @@ from warning.deliveries import CODES, Batch, ChannelCounts, Deliveries
 from warning.directory.store import Directory
 from warning.errors import AlertError, AlertNotFound, UsageError
 from warning.escalation import Escalation
-from warning.fanout import FanoutReport, Progress, Texts, fan_out, mark_pending, pending_key, render_all
+from warning.fanout import (
+    ALL_CLEAR,
+    ALL_CLEAR_ACTION,
+    LANGUAGES,
+    FanoutReport,
+    Progress,
+    Texts,
+    fan_out,
+    mark_pending,
+    pending_key,
+    render_all,
+    text_field,
+)
 from warning.i18n import current_language, t
 from warning.links import Links
 from warning.model import Alert, AlertState, AlertStatus, Level
+from warning.preview import Preview, count_recipients, preview_rows, require_text
 from warning.public_url import public_url_problem
 from warning.reach import Reach
 from warning.render import Renderer
@@ -41,6 +55,15 @@ class CapOutcome:
 
     action: str
     alert: Alert
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """A cancel: the alert, the all-clear messages queued per channel, and whether it was cancelled before."""
+
+    alert: Alert
+    all_clear: dict[str, int]
+    again: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,7 +126,15 @@ class Broadcaster:
 
     # -- issuing ------------------------------------------------------------------------------------
 
-    async def _validate(self, request: AlertRequest, now: datetime) -> list[Audience]:
+    async def _validate(self, request: AlertRequest, now: datetime, *, sent: bool = True) -> list[Audience]:
+        """The request's audiences; `sent` (Actual/Exercise going out) also needs headline and instruction.
+
+        Raises:
+            MissingField: a sent alert without a headline or an instruction (blank counts as missing).
+            UsageError: any other invalid field.
+        """
+        if sent:
+            require_text(request.headline, request.instruction)
         if not request.event.strip():
             raise UsageError(
                 t("缺少预警事件名称（--event），如 台风", "the event is missing (--event), e.g. Typhoon")
@@ -338,16 +369,10 @@ class Broadcaster:
             log.warning("resuming an interrupted fan-out", extra={"alert": alert_id, "action": action})
             if action == "play":
                 await self.fan_out(alert)
-                continue
-            await fan_out(
-                alert,
-                select((STOP_AUDIENCE,), self.audiences),
-                directory=self.directory,
-                deliveries=self.deliveries,
-                renderer=self.renderer,
-                batch_size=self.settings.worker.batch_size,
-                action=action,
-            )
+            elif action == ALL_CLEAR_ACTION:
+                await self._queue_all_clear(alert)
+            else:
+                await self._speakers_fan_out(alert, action)
         return len(pending)
 
     # -- CAP ----------------------------------------------------------------------------------------
@@ -383,7 +408,8 @@ class Broadcaster:
         if mapped.msg_type in ("Update", "Cancel"):
             target = await self._referenced(mapped.references)
             if mapped.msg_type == "Cancel":
-                return CapOutcome("cancelled", await self.cancel(target.id, actor=actor, role=role))
+                cancelled = await self.cancel(target.id, actor=actor, role=role)
+                return CapOutcome("cancelled", cancelled.alert)
             alert, _ = await self.update(
                 target.id, self._request(mapped), actor=actor, role=role, references=mapped.references
             )
@@ -396,6 +422,34 @@ class Broadcaster:
             return CapOutcome("draft", draft)
         alert = await self.prepare(request, actor=actor, role=role)
         return CapOutcome("issued", alert)
+
+    async def preview(self, request: AlertRequest) -> Preview:
+        """What issuing `request` would send: every audience × channel × language text, as the real issue
+        renders it, and how many recipients would get it or lack an address. Nothing is saved or queued.
+
+        Raises:
+            MissingField, UsageError: exactly as `prepare` (including RenderError).
+        """
+        now = datetime.now(UTC)
+        audiences = await self._validate(request, now)
+        alert = self._draft(request, audiences, now)
+        texts = await render_all(
+            alert,
+            audiences,
+            self.renderer,
+            area_names=(names := await self._area_names(alert)),
+            max_segments=self.settings.sms.max_segments,
+        )
+        counts = await count_recipients(
+            alert, audiences, self.directory, batch_size=self.settings.worker.batch_size
+        )
+        return Preview(
+            alert=alert,
+            villages=counts.villages,
+            rows=preview_rows(audiences, texts, counts),
+            area_names=tuple(names),
+            people=counts.people,
+        )
 
     def _request(self, mapped: MappedAlert) -> AlertRequest:
         if mapped.level is None:
@@ -459,6 +513,7 @@ class Broadcaster:
                     st=draft.status.value,
                 )
             )
+        require_text(draft.headline, draft.instruction)
         drafted_by = {e["actor"] for e in await self.alerts.audit_log(draft.id) if e["action"] == "draft"}
         if actor in drafted_by and actor != "cli":
             raise AlertError(
@@ -531,7 +586,8 @@ class Broadcaster:
         self, request: AlertRequest, status: AlertStatus, *, actor: str, role: str
     ) -> Alert:
         now = datetime.now(UTC)
-        audiences = await self._validate(request, now)
+        # Drafts are not sent, so they may lack a headline or instruction; approving them needs both.
+        audiences = await self._validate(request, now, sent=False)
         existing = await self.alerts.find(request.id) if request.id else None
         if existing is not None:
             return existing
@@ -549,37 +605,98 @@ class Broadcaster:
 
     # -- cancelling and expiring --------------------------------------------------------------------
 
-    async def cancel(self, alert_id: str, *, actor: str = "cli", role: str = "operator") -> Alert:
-        """Cancel: no further send is claimed from this moment, pending deliveries become cancelled,
-        and every loudspeaker of the area gets `stop`.
+    async def cancel(
+        self,
+        alert_id: str,
+        *,
+        silent: bool = False,
+        note: str = "",
+        actor: str = "cli",
+        role: str = "operator",
+    ) -> CancelOutcome:
+        """Cancel: no further send is claimed from this moment, pending deliveries become cancelled, the
+        ladder stops, and — unless `silent` — everyone who was sent the alert gets the all-clear (解除) on
+        the channels they got it on, with `note` as what to do now, and every loudspeaker of the area
+        plays it; a silent cancel sends loudspeakers `stop`. Cancelling again sends nothing more.
 
         Raises:
             AlertError: unknown id, or the alert is not issued.
+            RenderError: an all-clear template is broken (the alert is not cancelled then).
         """
         alert = await self.alerts.get(alert_id)
         if alert.state is AlertState.CANCELLED:
-            return alert
+            return CancelOutcome(alert, {}, again=True)
         if alert.state is not AlertState.ISSUED:
             raise _cannot(alert, "撤销", "cancelled")
+        channels = self._channels(alert)
+        if not silent:
+            # Rendered before anything changes: a broken template refuses the cancel instead of half-doing it.
+            await self.texts.store(alert, await self._all_clear_texts(alert, channels, note))
+            await self.deliveries.redis.hset(
+                self.alerts.control_key(alert.id), "clear_until", str(time.time() + CLEAR_WINDOW)
+            )
         alert = await self.alerts.set_state(alert, AlertState.CANCELLED)
-        await self.alerts.audit(actor=actor, role=role, action="cancel", obj=alert.id, result="ok")
+        await self.alerts.audit(
+            actor=actor,
+            role=role,
+            action="cancel",
+            obj=alert.id,
+            result="ok",
+            detail="silent" if silent else f"all-clear {note}".strip(),
+        )
         await self.escalation.stop(alert.id)
         await self._settle_pending(alert, CODES["cancelled"])
-        if any(
+        if silent:
+            if self._has_speakers(alert):
+                await self._speakers_fan_out(alert, "stop")
+            return CancelOutcome(alert, {})
+        return CancelOutcome(alert, await self._queue_all_clear(alert))
+
+    async def _all_clear_texts(self, alert: Alert, channels: list[str], note: str) -> dict[str, str]:
+        # The all-clear says what was lifted (event, level, headline) and, as its instruction, the note.
+        lifted = replace(alert, msg_type="Cancel", instruction=note.strip())
+        rendered = self.renderer.check(
+            lifted,
+            [(ALL_CLEAR, channel) for channel in channels],
+            LANGUAGES,
+            area_names=await self._area_names(alert),
+            max_segments=self.settings.sms.max_segments,
+        )
+        return {text_field(audience, channel, lang): r.text for audience, channel, lang, r in rendered}
+
+    async def _queue_all_clear(self, alert: Alert) -> dict[str, int]:
+        """Queue the all-clear (idempotent: a resumed or repeated run queues nobody twice)."""
+        marker = await mark_pending(self.deliveries, alert, ALL_CLEAR_ACTION)
+        queued = await queue_person_all_clear(
+            alert,
+            self._channels(alert),
+            directory=self.directory,
+            deliveries=self.deliveries,
+            batch_size=self.settings.worker.batch_size,
+        )
+        if self._has_speakers(alert):
+            report = await self._speakers_fan_out(alert, ALL_CLEAR_ACTION)
+            queued.update({k.partition(".")[0]: v for k, v in report.queued.items() if v})
+        await self.deliveries.redis.zrem(pending_key(self.deliveries.keys), marker)
+        return queued
+
+    def _has_speakers(self, alert: Alert) -> bool:
+        return any(
             self.audiences[name].members is Members.SPEAKERS
             for name in alert.audiences
             if name in self.audiences
-        ):
-            await fan_out(
-                alert,
-                select((STOP_AUDIENCE,), self.audiences),
-                directory=self.directory,
-                deliveries=self.deliveries,
-                renderer=self.renderer,
-                batch_size=self.settings.worker.batch_size,
-                action="stop",
-            )
-        return alert
+        )
+
+    async def _speakers_fan_out(self, alert: Alert, action: str) -> FanoutReport:
+        return await fan_out(
+            alert,
+            select((STOP_AUDIENCE,), self.audiences),
+            directory=self.directory,
+            deliveries=self.deliveries,
+            renderer=self.renderer,
+            batch_size=self.settings.worker.batch_size,
+            action=action,
+        )
 
     async def expire_due(self, now: datetime | None = None) -> list[str]:
         """Mark issued alerts past `expires` as expired and their pending deliveries expired."""
@@ -655,16 +772,19 @@ class Broadcaster:
     # -- reading ------------------------------------------------------------------------------------
 
     async def status(self, alert_id: str) -> tuple[Alert, dict[str, ChannelCounts]]:
-        """The alert and its delivery counts per channel (and `speaker.stop` after a cancel).
+        """The alert and its delivery counts per channel, then (once cancelled) the all-clear per channel
+        (`sms.clear` …) and loudspeakers' `speaker.stop`; ledgers with nothing in them are left out.
 
         Raises:
             AlertError: unknown id.
         """
         alert = await self.alerts.get(alert_id)
-        ledgers = self._channels(alert)
-        if "speaker" in ledgers:
+        channels = self._channels(alert)
+        ledgers = [*channels, *(f"{c}.{ALL_CLEAR_ACTION}" for c in channels)]
+        if "speaker" in channels:
             ledgers.append("speaker.stop")
-        return alert, await self.deliveries.counts(alert.id, alert.version, ledgers)
+        counts = await self.deliveries.counts(alert.id, alert.version, ledgers)
+        return alert, {k: v for k, v in counts.items() if k in channels or v.counts}
 
 
 def _cannot(alert: Alert, doing_zh: str, doing_en: str) -> AlertError:

@@ -108,10 +108,12 @@ if skipped > 0 then redis.call('HINCRBY', KEYS[2], 'no_address', skipped) end
 return {queued, skipped}
 """
 
-# KEYS: states, counts, control. ARGV: allow_cancelled ("1" for stop commands), the batch's alert
-# version, rid, rid, … Decides, atomically with a cancel, an update or the clock, what a worker may send
-# now: one code per recipient: "s" send, "C" cancelled now (cancelled, or superseded by a newer
-# version), "X" expired now, "-" skip (already sent or finished).
+# KEYS: states, counts, control. ARGV: the mode ("0" a warning, "1" a stop command, "2" an all-clear),
+# the batch's alert version, rid, rid, … Decides, atomically with a cancel, an update or the clock, what
+# a worker may send now: one code per recipient: "s" send, "C" cancelled now (cancelled, or superseded by
+# a newer version), "X" expired now, "-" skip (already sent or finished). A stop goes out for a cancelled
+# alert; an all-clear only for a cancelled one, until the control hash's `clear_until` (it may outlive
+# the alert's own expiry: the all-clear of a warning cancelled just before it expired still goes out).
 _CLAIM = f"""
 local moves = {_LUA_MOVES}
 local names = {_LUA_NAMES}
@@ -121,9 +123,14 @@ local expires = tonumber(redis.call('HGET', KEYS[3], 'expires') or '')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local target = 's'
-if state ~= 'issued' and not (ARGV[1] == '1' and state == 'cancelled') then target = 'C' end
-if ARGV[1] ~= '1' and current and current ~= ARGV[2] then target = 'C' end
-if expires and now >= expires then target = 'X' end
+if ARGV[1] == '2' then
+  local until_ = tonumber(redis.call('HGET', KEYS[3], 'clear_until') or '')
+  if state ~= 'cancelled' then target = 'C' elseif not until_ or now >= until_ then target = 'X' end
+else
+  if state ~= 'issued' and not (ARGV[1] == '1' and state == 'cancelled') then target = 'C' end
+  if ARGV[1] == '0' and current and current ~= ARGV[2] then target = 'C' end
+  if expires and now >= expires then target = 'X' end
+end
 local out = {{}}
 for i = 3, #ARGV do
   local rid = ARGV[i]
@@ -303,7 +310,8 @@ class Deliveries:
             self.counts_key(batch.alert_id, batch.version, batch.ledger),
             self.control_key(batch.alert_id),
         ]
-        args = ["1" if batch.action == "stop" else "0", str(batch.version), *(r.id for r in batch.recipients)]
+        mode = {"stop": "1", "clear": "2"}.get(batch.action, "0")
+        args = [mode, str(batch.version), *(r.id for r in batch.recipients)]
         return str(await self._claim(keys=keys, args=args))
 
     async def move(self, alert_id: str, version: int, channel: str, moves: Sequence[tuple[str, str]]) -> str:

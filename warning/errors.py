@@ -3,6 +3,7 @@
     WarningError                      every error this package raises on purpose
     ├── UsageError                    the user asked for something malformed (exit code 2)
     │   ├── FieldError                a request field is missing, unknown or invalid (names the field)
+    │   │   └── MissingField          a field an issued alert must have (headline, instruction) is empty
     │   ├── ConfigError               a bad config file, key or value
     │   ├── ImportFileError           a directory file that cannot be imported at all (bad header, unreadable)
     │   ├── RenderError               a message template is missing, invalid, over budget or too long for SMS
@@ -42,6 +43,11 @@ class FieldError(UsageError):
     def __init__(self, message: str, *, field: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class MissingField(FieldError):
+    """A field every sent alert must carry (headline, instruction) is missing or blank; the API says
+    `missing_field` and names it."""
 
 
 class ConfigError(UsageError):

@@ -28,6 +28,9 @@ from warning.tasks import Responsible
 log = logging.getLogger(__name__)
 
 LANGUAGES = ("zh-CN", "en")
+# The pseudo-audience whose texts are an alert's all-clear (templates/allclear/), sent on cancel.
+ALL_CLEAR = "allclear"
+ALL_CLEAR_ACTION = "clear"  # the batch action (and `{channel}.clear` ledger) of all-clear messages
 
 Progress = Callable[[int, int], None]
 
@@ -188,7 +191,7 @@ async def fan_out(
                         )
                     for batch in batches:
                         await deliveries.enqueue_on(
-                            pipe, batch, urgent=alert.level.urgent or action == "stop"
+                            pipe, batch, urgent=alert.level.urgent or action != "play"
                         )
                     results = await pipe.execute()
                 for batch, (queued, skipped) in zip(

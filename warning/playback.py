@@ -17,7 +17,7 @@ from warning.alerts import AlertStore
 from warning.channels.base import Channel, DeliveryResult, Message, Outcome
 from warning.deliveries import Batch, Deliveries, Recipient
 from warning.errors import DeliveryError
-from warning.fanout import Texts
+from warning.fanout import ALL_CLEAR, ALL_CLEAR_ACTION, Texts
 from warning.model import AlertState
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,12 @@ class Playback:
             return None
         if action == "play" and (alert.state is not AlertState.ISSUED or alert.version != int(version)):
             return None  # cancelled or superseded: a `stop` (or the new version) is on its way instead
+        if action == ALL_CLEAR_ACTION and alert.state is not AlertState.CANCELLED:
+            return None
+        # A stop has no text; an all-clear reads the alert's "allclear" texts, whoever it goes to.
+        text_of = {"play": audience, ALL_CLEAR_ACTION: ALL_CLEAR}.get(action)
         text = (
-            ""
-            if action != "play"
-            else await self.texts.get(alert_id, int(version), audience, channel, "zh-CN")
+            "" if text_of is None else await self.texts.get(alert_id, int(version), text_of, channel, "zh-CN")
         )
         return Message(
             key=key,

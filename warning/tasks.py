@@ -26,7 +26,7 @@ from warning.model import Alert, Contact, Role
 from warning.notify import Note, send_notes
 from warning.phone import mask
 from warning.reach import Reach
-from warning.render.words import CHINA_TIME, level_name
+from warning.render.words import CHINA_TIME, level_name, sentence
 
 log = logging.getLogger(__name__)
 
@@ -90,19 +90,25 @@ def task_text(
         "l": level_name(alert.level, current_language()),
         "d": datetime.fromtimestamp(deadline, CHINA_TIME).strftime("%H:%M"),
         "c": count,
+        # The cadre acts on the same words the residents got: the headline and the instruction, whole.
+        "w": "".join(
+            part + (" " if current_language() == "en" else "")
+            for part in (sentence(alert.headline), sentence(alert.instruction))
+            if part
+        ),
     }
     if link:
         return t(
-            "{m}{n}同志：{e}{l}预警，请在{d}前逐户确认您负责的{c}位重点人员（独居老人、残疾人等）并逐一回报：{k}",
-            "{m}{n}: {l} {e} warning. By {d}, check on each of the {c} vulnerable residents you are "
+            "{m}{n}同志：{e}{l}预警。{w}请在{d}前逐户确认您负责的{c}位重点人员（独居老人、残疾人等）并逐一回报：{k}",
+            "{m}{n}: {l} {e} warning. {w}By {d}, check on each of the {c} vulnerable residents you are "
             "responsible for (elderly living alone, disabled…) and report each one: {k}",
             k=link,
             **params,
         )
     return t(
-        "{m}{n}同志：{e}{l}预警，请在{d}前逐户上门确认您负责的{c}位重点人员（独居老人、残疾人等），"
+        "{m}{n}同志：{e}{l}预警。{w}请在{d}前逐户上门确认您负责的{c}位重点人员（独居老人、残疾人等），"
         "并逐一电话报告值班员{o}。",
-        "{m}{n}: {l} {e} warning. By {d}, go door to door to each of the {c} vulnerable residents you are "
+        "{m}{n}: {l} {e} warning. {w}By {d}, go door to door to each of the {c} vulnerable residents you are "
         "responsible for (elderly living alone, disabled…) and report each one by phone to the duty "
         "officer{o}.",
         o=_officer(duty),

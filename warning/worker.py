@@ -28,7 +28,7 @@ from warning.alerts import AlertStore
 from warning.channels.base import Channel, DeliveryResult, Message, Outcome
 from warning.config import WorkerSettings
 from warning.deliveries import GROUP, Batch, Deliveries, Recipient
-from warning.fanout import Texts
+from warning.fanout import ALL_CLEAR, ALL_CLEAR_ACTION, Texts
 from warning.model import Alert
 from warning.ratelimit import RateLimiter
 
@@ -305,10 +305,10 @@ class ChannelWorker:
 
     async def _message(self, alert: Alert, batch: Batch, recipient: Recipient) -> Message:
         text = recipient.text
-        if not text and batch.action == "play":
-            text = await self.texts.get(
-                alert.id, alert.version, batch.audience, batch.channel, recipient.language
-            )
+        if not text and batch.action in ("play", ALL_CLEAR_ACTION):
+            # An all-clear's texts are the alert's own "allclear" audience, whoever it goes to.
+            audience = ALL_CLEAR if batch.action == ALL_CLEAR_ACTION else batch.audience
+            text = await self.texts.get(alert.id, alert.version, audience, batch.channel, recipient.language)
         return Message(
             key=f"{alert.id}:{alert.version}:{batch.ledger}:{recipient.id}",
             recipient=recipient.id,
@@ -385,4 +385,4 @@ class ChannelWorker:
 
     def _urgent(self, batch: Batch) -> bool:
         alert = self._alerts.get((batch.alert_id, batch.version))
-        return bool(alert and alert.level.urgent) or batch.action == "stop"
+        return bool(alert and alert.level.urgent) or batch.action in ("stop", ALL_CLEAR_ACTION)

@@ -52,6 +52,7 @@ def request(level: Level = Level.YELLOW) -> AlertRequest:
         level=level,
         areas=("331099101201",),
         headline="暴雨",
+        instruction="请低洼地区群众立即转移到村委会避灾点",
         expires=datetime.now(UTC) + timedelta(hours=1),
         audiences=("vulnerable",),
     )

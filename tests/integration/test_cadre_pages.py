@@ -58,6 +58,7 @@ async def issue(service: Broadcaster, area: str, hours: float = 6) -> Alert:
         level=Level.ORANGE,
         areas=(area,),
         headline="台风将于今夜登陆",
+        instruction="请低洼地区群众立即转移到村委会避灾点",
         expires=datetime.now(UTC) + timedelta(hours=hours),
         audiences=("vulnerable",),
     )

@@ -55,6 +55,7 @@ async def issue(
         level=Level.ORANGE,
         areas=(area,),
         headline="台风将于今夜登陆",
+        instruction="请低洼地区群众立即转移到村委会避灾点",
         expires=datetime.now(UTC) + timedelta(hours=6),
         audiences=audiences,
     )

@@ -198,6 +198,7 @@ def cap(
     <eventCode><valueName>CMA</valueName><value>{code}</value></eventCode>
     <expires>2026-08-02T08:00:00+08:00</expires>
     <headline>{event}预警</headline>
+    <instruction>请低洼地区群众立即转移到村委会避灾点</instruction>
     <area>
       <areaDesc>示例县</areaDesc>
       <geocode><valueName>CPEAS Geographic Code</valueName><value>{geocode}</value></geocode>

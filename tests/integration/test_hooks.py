@@ -63,6 +63,7 @@ async def site(sample_store: Store) -> AsyncIterator[Site]:
         level=Level.ORANGE,
         areas=(VILLAGE,),
         headline="台风将于今夜登陆",
+        instruction="请低洼地区群众立即转移到村委会避灾点",
         expires=datetime.now(UTC) + timedelta(hours=6),
         audiences=("vulnerable", "public"),
     )

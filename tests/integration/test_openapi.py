@@ -199,6 +199,7 @@ async def test_the_document_is_public_and_the_service_answers_as_it_says(
         "level": "orange",
         "areas": [VILLAGE],
         "headline": "台风将于今夜登陆",
+        "instruction": "请低洼地区群众立即转移到村委会避灾点",
         "expires": (datetime.now(UTC) + timedelta(hours=2)).isoformat(),
         "audiences": ["vulnerable"],
     }

@@ -72,6 +72,7 @@ async def test_press_one_acknowledges_through_the_whole_service(
             level=Level.RED,
             areas=(VILLAGE,),
             headline="台风将于今夜登陆",
+            instruction="请低洼地区群众立即转移到村委会避灾点",
             expires=datetime.now(UTC) + timedelta(hours=2),
             audiences=("vulnerable",),
         )

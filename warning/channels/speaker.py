@@ -63,7 +63,8 @@ def command_payload(message: Message, cmd_id: str) -> dict[str, Any]:
         "v": PROTOCOL_VERSION,
         "cmd_id": cmd_id,
         "alert_id": message.alert_id,
-        "action": message.action,
+        # An all-clear is a `play` of its own text to the device (DESIGN §6 knows play and stop only).
+        "action": "play" if message.action == "clear" else message.action,
         "level": message.level.value,
         "text": message.text,
         "audio_url": None,

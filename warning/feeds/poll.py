@@ -28,6 +28,7 @@ from typing import Literal
 
 from warning.cap import MAX_BYTES as CAP_MAX_BYTES
 from warning.cap import CapAlert, CapInfo, MsgType, Severity, parse_cap
+from warning.cap.document import choose_info
 from warning.errors import AlertError, CapError, FetchError, UsageError
 from warning.feeds.entries import FeedEntry, parse_entries
 from warning.feeds.fetch import Resolver, fetch
@@ -193,6 +194,13 @@ class FeedPoller:
         else:
             index, reason = followed, t("跟随所引用的消息", "follows the message it references")
         action = feed.rules[index].action
+        if action == "issue" and alert.msg_type is MsgType.ALERT and _incomplete(alert):
+            # A real warning without a headline or instruction is not dropped: a person completes it.
+            action = "draft"
+            reason += t(
+                "；缺少 headline 或 instruction，已存为草稿待人工补全",
+                "; it lacks a headline or instruction, so it is kept as a draft for a person to complete",
+            )
         try:
             alert_id = await self._on_match(alert, feed.rules[index], action)
         except (UsageError, AlertError) as exc:
@@ -257,6 +265,12 @@ def _outcome(
     if entry.inline_cap is not None and feed.format != "cap":
         cap_ref = f"{feed.url}#{entry.id}"
     return PollOutcome(feed.name, entry.id, cap_ref, decision, reason, alert, rule, alert_id)
+
+
+def _incomplete(alert: CapAlert) -> bool:
+    """Whether the `<info>` we would use lacks the headline or instruction every sent alert needs."""
+    info = choose_info(alert)
+    return info is None or not info.headline.strip() or not info.instruction.strip()
 
 
 def message_key(alert: CapAlert) -> str:

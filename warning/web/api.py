@@ -15,7 +15,7 @@ from aiohttp import web
 from warning.audiences import DEFAULT_AUDIENCES
 from warning.broadcast import AlertRequest, Broadcaster, counts_json, parse_levels
 from warning.cap.atom import atom_feed
-from warning.errors import AlertError, AlertNotFound, CapError, FieldError, UsageError
+from warning.errors import AlertError, AlertNotFound, CapError, FieldError, MissingField, UsageError
 from warning.i18n import t
 from warning.model import Alert, AlertState, AlertStatus
 from warning.users import User, Users
@@ -135,6 +135,8 @@ def auth_middleware(users: web.AppKey[Users]) -> Any:
             return await handler(request)
         except CapError as exc:
             return error(400, "invalid_cap", str(exc), exc.element)
+        except MissingField as exc:
+            return error(400, "missing_field", str(exc), exc.field)
         except FieldError as exc:
             return error(400, "invalid", str(exc), exc.field)
         except UsageError as exc:
@@ -211,6 +213,18 @@ def api_routes(
         alert = await service.prepare(_request_from_json(body), actor=user.name, role=user.role.value)
         _in_background(request.app, background, service.fan_out(alert))
         return web.json_response(alert_json(alert), status=201)
+
+    async def preview_alert(request: web.Request) -> web.Response:
+        """What issuing this JSON body would send (texts, recipients per audience × channel); nothing saved."""
+        _require(request, "issue")
+        body = await read_json_object(request)
+        preview = await request.app[broadcaster].preview(_request_from_json(body))
+        document = dataclasses.asdict(preview) | {
+            "alert": alert_json(preview.alert),
+            "recipients": preview.recipients,
+            "no_address": preview.no_address,
+        }
+        return web.json_response(document, dumps=_dumps)
 
     async def list_alerts(request: web.Request) -> web.Response:
         _require(request, "read")
@@ -311,11 +325,34 @@ def api_routes(
         return response
 
     async def cancel_alert(request: web.Request) -> web.Response:
+        """Cancel; the body (optional) is `{"silent": false, "note": "…"}`: the all-clear goes out unless silent."""
         user = _require(request, "cancel")
-        alert = await request.app[broadcaster].cancel(
-            request.match_info["id"], actor=user.name, role=user.role.value
+        body = await read_json_object(request) if request.content_length else {}
+        unknown = sorted(set(body) - {"silent", "note"})
+        if unknown:
+            return error(
+                400,
+                "unknown_field",
+                t("未知字段 {f}（可用：silent、note）", "unknown field {f} (use silent, note)", f=unknown[0]),
+                unknown[0],
+            )
+        silent, note = body.get("silent", False), body.get("note", "")
+        if not isinstance(silent, bool) or not isinstance(note, str) or len(note) > 500:
+            field = "silent" if not isinstance(silent, bool) else "note"
+            return error(
+                400,
+                "invalid_field",
+                t(
+                    "{f} 无效：silent 为 true/false，note 为不超过 500 字的文字",
+                    "{f} is invalid: silent is true/false, note is text of at most 500 characters",
+                    f=field,
+                ),
+                field,
+            )
+        outcome = await request.app[broadcaster].cancel(
+            request.match_info["id"], silent=silent, note=note, actor=user.name, role=user.role.value
         )
-        return web.json_response(alert_json(alert))
+        return web.json_response({**alert_json(outcome.alert), "all_clear": outcome.all_clear})
 
     async def alert_reach(request: web.Request) -> web.Response:
         """Reach per village and audience, and the unreached must-reach residents with who answers for them."""
@@ -351,6 +388,7 @@ def api_routes(
     return [
         web.get("/api/v1/alerts/{id}/reach", alert_reach),
         web.get("/api/v1/alerts/{id}/tasks", alert_tasks),
+        web.post("/api/v1/alerts/preview", preview_alert),
         web.post("/api/v1/alerts", create_alert),
         web.get("/api/v1/alerts", list_alerts),
         web.get("/api/v1/alerts/{id}", get_alert),

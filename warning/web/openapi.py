@@ -464,6 +464,24 @@ def _paths() -> dict[str, Any]:
         "410": {"description": "The link expired or the alert ended."} | html,
     }
     return {
+        "/api/v1/alerts/preview": {
+            "post": _api(
+                "预览预警 Preview an alert",
+                "The same JSON body as issuing; answers what issuing would send — per audience × channel"
+                " the recipients, those without an address, and each language's text with SMS segments —"
+                " and saves and queues nothing. A missing headline or instruction is a 400"
+                " `missing_field`. Needs the `issue` permission.",
+                {"200": _json({"type": "object"}, "What issuing would send.")},
+                "Invalid",
+                "Unauthorized",
+                "Forbidden",
+                "TooLarge",
+                requestBody={
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("AlertCreate")}},
+                },
+            ),
+        },
         "/api/v1/alerts": {
             "post": _api(
                 "签发预警 Issue an alert",
