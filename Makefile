@@ -10,14 +10,19 @@ $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "warning needs Python >= 3.11, found " + sys.version.split()[0]'
 	$(PYTHON) -m venv $(VENV)
 
-# The stamp files re-run pip only when pyproject.toml changes. --no-compile: Python compiles what it
-# imports on first use, instead of pip compiling thousands of files (twilio's) up front (~10 s saved).
+# The stamp files re-run pip only when pyproject.toml changes. Bytecode is compiled once, in parallel,
+# right after installing: where PYTHONDONTWRITEBYTECODE is set (CI, containers) Python would otherwise
+# compile every imported module from source at every start (`warning --help` took 2 s instead of 0.15 s).
+COMPILE := $(BIN)/python -m compileall -q -j 0 $(VENV)/lib warning >/dev/null || true
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install --quiet --no-compile -e .
+	@$(COMPILE)
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(PIP) install --quiet --no-compile -e '.[dev]'
+	@$(COMPILE)
 	@touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed

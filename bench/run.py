@@ -1,6 +1,6 @@
 """`make bench`: the DESIGN §9 performance checks, each beside a bare baseline measured in the same run.
 
-    .venv/bin/python bench/run.py [--quick] [--only fanout,callbacks,escalation] [--redis URL]
+    .venv/bin/python bench/run.py [--quick] [--only startup,fanout,callbacks,escalation] [--redis URL]
                                   [--residents N] [--callbacks N] [--connections N] [--escalation-tasks N]
 
 The machine is shared and noisy, so every benchmark prints its own figure, a baseline doing the least
@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import callbacks
 import escalation
 import fanout
+import startup
 from redis.asyncio import Redis
 from redis_target import redis_server
 
-BENCHMARKS = ("fanout", "callbacks", "escalation")
+BENCHMARKS = ("startup", "fanout", "callbacks", "escalation")
 MAX_RESIDENTS = 1_000_000
 
 
@@ -148,6 +149,20 @@ def escalation_rows(r: escalation.EscalationResult) -> list[Row]:
     ]
 
 
+def startup_rows(r: startup.StartupResult) -> list[Row]:
+    return [
+        Row(
+            f"start-up: {name}",
+            f"{seconds * 1000:.0f} ms",
+            f"{r.python_s * 1000:.0f} ms python, {r.redis_import_s * 1000:.0f} ms + redis",
+            f"{seconds / r.redis_import_s:.1f}x redis import",
+            f"<= {startup.TARGET_S * 1000:.0f} ms",
+            verdict(seconds <= startup.TARGET_S),
+        )
+        for name, seconds in (("warning --help", r.help_s), ("warning status ID", r.status_s))
+    ]
+
+
 def table(rows: list[Row]) -> list[str]:
     header = Row("benchmark", "measured", "baseline (same run)", "ratio", "DESIGN target", "verdict")
     cells = [list(vars(row).values()) for row in (header, *rows)]
@@ -184,7 +199,11 @@ async def main(args: argparse.Namespace) -> int:
         )
         for name in args.only:
             bench_start = time.perf_counter()
-            if name == "fanout":
+            if name == "startup":
+                say("\n== 0. start-up: `warning --help` and `warning status ID` as fresh processes ==")
+                st = await startup.run(url, runs=5 if args.quick else 9)
+                lines, new_rows = startup.describe(st), startup_rows(st)
+            elif name == "fanout":
                 say(
                     f"\n== 1. fan-out: red alert to a county of {args.residents:,} residents, audience public =="
                 )

@@ -1,41 +1,52 @@
-"""The `warning` command: parse arguments, call a service, print the outcome (DESIGN §5.1).
+"""The `warning` command: parse arguments, then run one command module (DESIGN §5.1).
 
-Exit codes: 0 success, 2 usage or input error (one-line reason), 1 anything else.
+This module imports nothing heavy: `warning --help` and every command start by parsing here, and only the
+module of the command that runs is imported (redis, aiohttp, twilio, openpyxl… are loaded by the
+commands that use them). Exit codes: 0 success, 2 usage or input error (one-line reason), 1 anything else.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import importlib
+import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from warning import cli_broadcast
 from warning import config as config_mod
-from warning.directory.importer import ImportReport, import_files
-from warning.directory.rows import RowProblem
-from warning.directory.store import Directory, DirectoryStats
-from warning.errors import UsageError, WarningError
+from warning.audiences import DEFAULT_AUDIENCES
+from warning.datadir import store_location
+from warning.errors import AlertNotFound, UsageError, WarningError
 from warning.i18n import set_language, t
-from warning.logs import configure_logging
-from warning.model import Kind
-from warning.progress import ProgressBar
-from warning.store import open_store
-from warning.textable import render
 
 log = logging.getLogger("warning.cli")
 
-_KIND_NAMES = {
-    Kind.VILLAGES: ("村庄", "villages"),
-    Kind.RESIDENTS: ("居民", "residents"),
-    Kind.CONTACTS: ("联系人", "contacts"),
-    Kind.SPEAKERS: ("大喇叭", "loudspeakers"),
+# Command (or "command subcommand") → the module that runs it. Each module has COMMANDS: name → function
+# of (settings, args) returning the exit code (or a coroutine of it).
+_MODULES = {
+    "serve": "cli_service",
+    "check-config": "cli_service",
+    "demo": "cli_service",
+    "sample": "cli_service",
+    "directory": "cli_directory",
+    "issue": "cli_broadcast",
+    "approve": "cli_broadcast",
+    "cancel": "cli_broadcast",
+    "status": "cli_status",
+    "worker": "cli_broadcast",
+    "deadletters": "cli_broadcast",
+    "speaker-sim": "cli_broadcast",
+    "feeds": "cli_broadcast",
+    "report": "cli_reach",
+    "alerts": "cli_admin",
+    "users": "cli_admin",
 }
+LEVELS_HELP = "red/orange/yellow/blue | 红色/橙色/黄色/蓝色"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,6 +54,169 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> Any:
         raise UsageError(t("参数错误：{m}（用 --help 查看用法）", "usage error: {m} (see --help)", m=message))
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """--config and --lang; on subcommands they default to "not given", so either place works."""
+    default: Any = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default,
+        help=t(
+            "配置文件（默认 $WARNING_CONFIG、~/.config/warning/warning.toml 或 /etc/warning/warning.toml）",
+            "config file (default $WARNING_CONFIG, ~/.config/warning/warning.toml or /etc/warning/warning.toml)",
+        ),
+    )
+    parser.add_argument(
+        "--lang", choices=("zh-CN", "en"), default=default, help=t("界面语言", "interface language")
+    )
+
+
+def _every_subparser(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found += [sub, *_every_subparser(sub)]
+    return found
+
+
+def _issue_parser(commands: Any) -> None:
+    issue = commands.add_parser(
+        "issue",
+        help=t("发布预警（先预览，确认后发送）", "issue a warning (preview, then confirm)"),
+        description=t(
+            "先显示每类人群、每个渠道的预览（人数、发送的文字、短信条数），确认后才发送。正式预警和演练都必须有标题和行动指引。",
+            "Shows a preview per audience and channel (recipients, the text, SMS segments) and sends only "
+            "once confirmed. Actual alerts and drills need a headline and an instruction.",
+        ),
+    )
+    issue.add_argument(
+        "--cap",
+        type=Path,
+        help=t("从 CAP 1.2 文件发布、更新或撤销", "issue, update or cancel from a CAP 1.2 file"),
+    )
+    issue.add_argument("--event", help=t("事件，如 台风", "event, e.g. Typhoon"))
+    issue.add_argument("--level", help=LEVELS_HELP)
+    issue.add_argument("--area", help=t("区域代码，逗号分隔（6/9/12位）", "area codes, comma-separated"))
+    issue.add_argument(
+        "--headline", default="", help=t("标题（必填），如 台风今夜登陆", "headline (required)")
+    )
+    issue.add_argument("--description", default="", help=t("详情", "description"))
+    issue.add_argument(
+        "--instruction",
+        default="",
+        help=t("行动指引（必填），如 请立即转移到安全地带", "what people must do (required)"),
+    )
+    issue.add_argument(
+        "--expires", help=t("失效时间（ISO 8601，带时区）", "expiry time (ISO 8601 with offset)")
+    )
+    issue.add_argument(
+        "--audiences",
+        default=",".join(DEFAULT_AUDIENCES),
+        help=t(
+            "人群，逗号分隔（默认 {d}）",
+            "audiences, comma-separated (default {d})",
+            d=",".join(DEFAULT_AUDIENCES),
+        ),
+    )
+    issue.add_argument(
+        "--id",
+        default="",
+        help=t(
+            "指定编号（重复发布同一编号不会重复发送）",
+            "alert id (re-issuing the same id sends nothing twice)",
+        ),
+    )
+    issue.add_argument("--exercise", action="store_true", help=t("演练（消息带【演练】标记）", "a drill"))
+    issue.add_argument(
+        "--preview", action="store_true", help=t("只显示预览，不发送", "print the preview and send nothing")
+    )
+    issue.add_argument(
+        "-y", "--yes", action="store_true", help=t("不询问，直接发送", "send without asking to confirm")
+    )
+    issue.add_argument(
+        "--wait", action="store_true", help=t("等待发送完成并显示进度", "wait until sent, with progress")
+    )
+
+
+def _broadcast_parsers(commands: Any) -> None:
+    _issue_parser(commands)
+    approve = commands.add_parser("approve", help=t("批准草稿并发布", "approve a draft and issue it"))
+    approve.add_argument("id")
+
+    cancel = commands.add_parser(
+        "cancel",
+        help=t(
+            "撤销预警：停止发送，向已收到的人发解除通知，大喇叭播报解除",
+            "cancel a warning: stop sending, send an all-clear to everyone who got it",
+        ),
+    )
+    cancel.add_argument("id")
+    cancel.add_argument(
+        "--silent",
+        action="store_true",
+        help=t("只撤销，不发解除通知", "cancel without sending the all-clear"),
+    )
+    cancel.add_argument(
+        "--note", default="", help=t("解除通知里附上的说明", "a note added to the all-clear message")
+    )
+
+    status = commands.add_parser("status", help=t("预警发送与叫应情况", "delivery and reach of a warning"))
+    status.add_argument("id")
+    status.add_argument("--json", action="store_true", help=t("输出 JSON", "print JSON"))
+
+    worker = commands.add_parser("worker", help=t("只运行发送工作进程", "run workers only"))
+    worker.add_argument("--channels", help="sms,voice,wechat,wecom,speaker")
+
+    dead = commands.add_parser("deadletters", help=t("查看或重新排队死信", "list or requeue dead letters"))
+    dead.add_argument("--requeue", action="store_true")
+    dead.add_argument("--channel", help="sms | voice | wechat | wecom | speaker")
+
+    feeds = commands.add_parser("feeds", help=t("预警源（CAP/Atom/RSS）", "warning feeds (CAP/Atom/RSS)"))
+    feeds_commands = feeds.add_subparsers(dest="feeds_command", required=True, parser_class=_Parser)
+    feeds_commands.add_parser(
+        "poll", help=t("立即轮询所有配置的预警源一次", "poll every configured feed once")
+    )
+
+    sim = commands.add_parser("speaker-sim", help=t("模拟村村响大喇叭", "simulated loudspeakers"))
+    sim.add_argument(
+        "--count",
+        type=int,
+        default=0,
+        help=t("数量（默认：名录中的全部）", "how many (default: all in the directory)"),
+    )
+    sim.add_argument("--village", default="", help=t("区域代码前缀", "area code prefix"))
+    sim.add_argument("--fail-rate", type=float, default=0.0)
+
+    rep = commands.add_parser("report", help=t("生成复盘报告", "write the after-action report"))
+    rep.add_argument("id")
+    rep.add_argument("--format", choices=("csv", "xlsx", "json"), default="xlsx")
+    rep.add_argument(
+        "--out",
+        type=Path,
+        help=t("输出文件（默认 report-编号.格式；- 为标准输出）", "output file (- for stdout)"),
+    )
+
+
+def _admin_parsers(commands: Any) -> None:
+    alerts = commands.add_parser("alerts", help=t("最近的预警", "recent alerts"))
+    alerts.add_argument(
+        "--limit", type=int, default=20, help=t("显示条数（默认 20）", "how many (default 20)")
+    )
+    alerts.add_argument("--json", action="store_true", help=t("输出 JSON", "print JSON"))
+
+    users = commands.add_parser("users", help=t("API 用户", "API users"))
+    users_commands = users.add_subparsers(dest="users_command", required=True, parser_class=_Parser)
+    add = users_commands.add_parser(
+        "add", help=t("新建用户并显示其令牌（仅显示一次）", "create a user; prints the token once")
+    )
+    add.add_argument("name")
+    add.add_argument("--role", required=True, help="viewer | operator | approver | admin")
+    users_commands.add_parser("list", help=t("列出用户及其角色", "list users and their roles"))
+    revoke = users_commands.add_parser("revoke", help=t("吊销用户的全部令牌", "revoke every token of a user"))
+    revoke.add_argument("name")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,15 +228,7 @@ def _parser() -> argparse.ArgumentParser:
             "with per-person reach.",
         ),
     )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        help=t(
-            "配置文件（默认 config/warning.toml 或 $WARNING_CONFIG）",
-            "config file (default config/warning.toml or $WARNING_CONFIG)",
-        ),
-    )
-    parser.add_argument("--lang", choices=("zh-CN", "en"), help=t("界面语言", "interface language"))
+    _global_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = commands.add_parser(
@@ -80,7 +246,6 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help=t("名录为空时载入内置示例县", "load the bundled sample county if the directory is empty"),
     )
-
     commands.add_parser(
         "check-config",
         help=t(
@@ -105,7 +270,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     stats.add_argument("--json", action="store_true", help=t("输出 JSON", "print JSON"))
 
-    cli_broadcast.add_parsers(commands)
+    _broadcast_parsers(commands)
+    _admin_parsers(commands)
 
     demo = commands.add_parser(
         "demo",
@@ -124,282 +290,10 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--residents", type=int, required=True)
     gen.add_argument("--seed", type=int, default=1)
     gen.add_argument("--out", type=Path, required=True)
+
+    for sub in _every_subparser(parser):
+        _global_options(sub, top=False)
     return parser
-
-
-# -- commands --------------------------------------------------------------------------------------
-
-
-def _cmd_serve(settings: config_mod.Settings, args: argparse.Namespace) -> int:
-    from warning.web.app import serve  # the web stack is only imported by the commands that serve
-
-    host = args.host or settings.server.host
-    port = settings.server.port if args.port is None else args.port
-    asyncio.run(serve(settings, host=host, port=port, load_sample=args.sample))
-    return 0
-
-
-def _cmd_check_config(settings: config_mod.Settings, args: argparse.Namespace) -> int:
-    source = (
-        str(settings.path)
-        if settings.path
-        else t("无（全部为默认值与环境变量）", "none (defaults and environment)")
-    )
-    print(t("# 配置文件：{s}", "# config file: {s}", s=source))
-    section = None
-    for name, key, value, origin in config_mod.effective(settings):
-        if name != section:
-            print(f"\n[{name}]")
-            section = name
-        shown = json.dumps(value, ensure_ascii=False) if not isinstance(value, bool) else str(value).lower()
-        note = t("默认", "default") if origin == "default" else origin
-        print(f"{key} = {shown}  # {note}")
-    notes = []
-    if not settings.redis.url:
-        notes.append(
-            t(
-                "redis.url 未设置：使用内置 Redis，数据在 {d}",
-                "redis.url unset: embedded Redis, data in {d}",
-                d=settings.data.dir / "redis",
-            )
-        )
-    if not settings.mqtt.url:
-        notes.append(
-            t(
-                "mqtt.url 未设置：使用内置 MQTT 代理 {h}:{p}",
-                "mqtt.url unset: embedded MQTT broker on {h}:{p}",
-                h=settings.mqtt.embedded_host,
-                p=settings.mqtt.embedded_port,
-            )
-        )
-    if notes:
-        print()
-        for note in notes:
-            print("# " + note)
-    return 0
-
-
-def _print_problem(problem: RowProblem) -> None:
-    print(str(problem), file=sys.stderr)
-
-
-def _print_import_report(report: ImportReport) -> None:
-    rows = []
-    for table in report.tables:
-        zh, en = _KIND_NAMES[table.kind]
-        rows.append(
-            [
-                table.source,
-                t(zh, en),
-                table.rows,
-                table.created,
-                table.updated,
-                table.unchanged,
-                table.errors,
-                table.warnings,
-            ]
-        )
-    header = [
-        t("文件", "file"),
-        t("类型", "kind"),
-        t("行数", "rows"),
-        t("新增", "created"),
-        t("更新", "updated"),
-        t("未变", "unchanged"),
-        t("错误", "errors"),
-        t("警告", "warnings"),
-    ]
-    if rows:
-        print(render(header, rows))
-    for message in report.bad_files:
-        print(t("未导入：{m}", "not imported: {m}", m=message), file=sys.stderr)
-
-
-async def _directory_import(settings: config_mod.Settings, paths: Sequence[Path], quiet: bool) -> int:
-    bars: dict[str, ProgressBar] = {}
-
-    def progress(source: str, done: int, total: int | None) -> None:
-        if source not in bars:
-            for bar in bars.values():
-                bar.close()
-            bars[source] = ProgressBar(source, unit="B" if source.endswith(".csv") else "", enabled=not quiet)
-        bars[source].update(done, total)
-
-    async with open_store(settings.redis, settings.data.dir) as store:
-        report = await import_files(
-            Directory(store),
-            paths,
-            region=settings.directory.default_region,
-            on_problem=_print_problem,
-            progress=progress,
-        )
-    for bar in bars.values():
-        bar.close()
-    _print_import_report(report)
-    if report.errors:
-        print(
-            t(
-                "有 {n} 处错误：出错的行未导入，其余已导入。改正后重新导入即可（按编号更新，不会重复）。",
-                "{n} errors: the rows in error were not imported, the rest were. Fix them and import again "
-                "(records update by id, never duplicate).",
-                n=report.errors,
-            ),
-            file=sys.stderr,
-        )
-        return 2
-    return 0
-
-
-def _stats_json(stats: DirectoryStats) -> dict[str, Any]:
-    return {
-        "totals": {
-            "villages": len(stats.villages),
-            "residents": stats.residents,
-            "vulnerable": stats.vulnerable,
-            "vulnerable_without_cadre": stats.unassigned,
-            "contacts": stats.contacts,
-            "speakers": stats.speakers,
-        },
-        "contacts_by_role": stats.contacts_by_role,
-        "tags": stats.tags(),
-        "unknown_cadres": stats.unknown_cadres,
-        "villages": [vars(v) for v in stats.villages],
-    }
-
-
-def _print_stats(stats: DirectoryStats) -> None:
-    if not stats.villages:
-        print(
-            t(
-                "名录为空。用 warning directory import 文件… 导入，或用 warning serve --sample 载入示例县。",
-                "The directory is empty. Import files with `warning directory import FILE…`, or load the sample "
-                "county with `warning serve --sample`.",
-            )
-        )
-        return
-    townships: dict[str, list[Any]] = {}
-    for v in stats.villages:
-        row = townships.setdefault(v.code[:9], [v.code[:9], v.township, 0, 0, 0, 0])
-        row[2] += 1
-        row[3] += v.residents
-        row[4] += v.vulnerable
-        row[5] += v.speakers
-    print(
-        t(
-            "合计：{v} 个村，{r} 名居民（其中需确认到人 {vu} 名），{c} 名联系人，{s} 个大喇叭",
-            "Totals: {v} villages, {r} residents ({vu} must be confirmed in person), {c} contacts, "
-            "{s} loudspeakers",
-            v=len(stats.villages),
-            r=f"{stats.residents:,}",
-            vu=f"{stats.vulnerable:,}",
-            c=stats.contacts,
-            s=stats.speakers,
-        )
-    )
-    print()
-    print(
-        render(
-            [
-                t("乡镇代码", "township"),
-                t("名称", "name"),
-                t("村", "villages"),
-                t("居民", "residents"),
-                t("脆弱人群", "vulnerable"),
-                t("大喇叭", "speakers"),
-            ],
-            list(townships.values()),
-        )
-    )
-    print()
-    print(
-        render(
-            [
-                t("村代码", "village"),
-                t("名称", "name"),
-                t("乡镇", "township"),
-                t("居民", "residents"),
-                t("脆弱人群", "vulnerable"),
-                t("未分配干部", "no cadre"),
-                t("大喇叭", "speakers"),
-                t("联系人", "contacts"),
-            ],
-            [
-                [v.code, v.name, v.township, v.residents, v.vulnerable, v.unassigned, v.speakers, v.contacts]
-                for v in stats.villages
-            ],
-        )
-    )
-    print()
-    print(render([t("标签", "tag"), t("人数", "residents")], [[k, n] for k, n in stats.tags().items()]))
-    print()
-    print(
-        render(
-            [t("角色", "role"), t("人数", "contacts")], [[k, n] for k, n in stats.contacts_by_role.items()]
-        )
-    )
-    if stats.unassigned:
-        print(
-            t(
-                "\n注意：{n} 名脆弱居民没有包联干部，无法安排上门确认。请在居民文件的 cadre 列补上。",
-                "\nAttention: {n} vulnerable residents have no cadre, so nobody will confirm them in person. "
-                "Fill in the cadre column of the residents file.",
-                n=stats.unassigned,
-            )
-        )
-    for cadre, n in stats.unknown_cadres.items():
-        print(
-            t(
-                "注意：{n} 名居民的包联干部 {c} 不在联系人名录中。",
-                "Attention: {n} residents name cadre {c}, who is not in the contacts.",
-                n=n,
-                c=cadre,
-            )
-        )
-
-
-async def _directory_stats(settings: config_mod.Settings, as_json: bool) -> int:
-    async with open_store(settings.redis, settings.data.dir) as store:
-        stats = await Directory(store).stats()
-    if as_json:
-        print(json.dumps(_stats_json(stats), ensure_ascii=False, indent=2))
-    else:
-        _print_stats(stats)
-    return 0
-
-
-def _cmd_directory(settings: config_mod.Settings, args: argparse.Namespace) -> int:
-    if args.directory_command == "import":
-        return asyncio.run(_directory_import(settings, args.paths, args.quiet))
-    return asyncio.run(_directory_stats(settings, args.json))
-
-
-def _cmd_demo(settings: config_mod.Settings, args: argparse.Namespace) -> int:
-    from warning.demo import run_demo
-
-    return asyncio.run(run_demo(settings, keep_serving=args.serve))
-
-
-def _cmd_sample(settings: config_mod.Settings, args: argparse.Namespace) -> int:
-    from warning.sample.generate import write_county
-
-    if args.residents < 1:
-        raise UsageError(t("--residents 至少为 1", "--residents must be at least 1"))
-    bar = ProgressBar(t("生成居民", "residents"))
-    paths = write_county(args.out, residents=args.residents, seed=args.seed, progress=bar.update)
-    bar.close()
-    for path in paths:
-        print(path)
-    return 0
-
-
-_COMMANDS: dict[str, Callable[[config_mod.Settings, argparse.Namespace], int]] = {
-    **dict.fromkeys(cli_broadcast.COMMANDS, cli_broadcast.run),
-    "serve": _cmd_serve,
-    "check-config": _cmd_check_config,
-    "directory": _cmd_directory,
-    "sample": _cmd_sample,
-    "demo": _cmd_demo,
-}
 
 
 def _lang_from_argv(argv: Sequence[str]) -> str | None:
@@ -411,17 +305,31 @@ def _lang_from_argv(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _run(settings: config_mod.Settings, args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"warning.{_MODULES[args.command]}")
+    outcome = module.COMMANDS[args.command](settings, args)
+    return int(asyncio.run(outcome) if inspect.iscoroutine(outcome) else outcome)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `warning` command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # Help texts are built before parsing, so pick their language from --lang or the environment first.
     set_language(_lang_from_argv(argv) or config_mod.language_hint())
+    settings: config_mod.Settings | None = None
     try:
         args = _parser().parse_args(argv)
         settings = config_mod.load_settings(args.config)
         set_language(args.lang or settings.ui.language)
+        from warning.logs import configure_logging
+
         configure_logging(settings.log, quiet=args.command != "serve")
-        return _COMMANDS[args.command](settings, args)
+        return _run(settings, args)
+    except AlertNotFound as exc:
+        print(t("错误：{e}", "error: {e}", e=exc), file=sys.stderr)
+        if settings is not None:
+            print(_where_looked(settings), file=sys.stderr)
+        return exc.exit_code
     except WarningError as exc:
         print(t("错误：{e}", "error: {e}", e=exc), file=sys.stderr)
         return exc.exit_code
@@ -441,3 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _where_looked(settings: config_mod.Settings) -> str:
+    return t(
+        "（查找位置：{w}；配置文件：{c}）",
+        "(looked in {w}; config file: {c})",
+        w=store_location(settings),
+        c=settings.path or t("无", "none"),
+    )

@@ -1,136 +1,31 @@
-"""Commands of the broadcast engine: issue, cancel, status, worker, deadletters, users, speaker-sim."""
+"""Commands of the broadcast engine: issue, approve, cancel, status, worker, deadletters, feeds, speaker-sim."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
-from typing import Any
 
-from warning import cli_reach
-from warning.audiences import DEFAULT_AUDIENCES
-from warning.broadcast import AlertRequest, Broadcaster, counts_json, parse_levels, split_codes
+from warning.broadcast import AlertRequest, Broadcaster, parse_levels, split_codes
 from warning.broker import open_broker
-from warning.cli_reach import print_reach
+from warning.cli_preview import confirm, print_preview
+from warning.cli_status import print_counts
 from warning.config import Settings
+from warning.datadir import require_data
 from warning.deliveries import ChannelCounts
 from warning.engine import channel_names, run_engine
 from warning.errors import UsageError
 from warning.i18n import t
+from warning.labels import label
 from warning.model import Alert
 from warning.progress import ProgressBar
 from warning.store import Store, open_store
 from warning.textable import render
-from warning.users import Users
-from warning.views import reach_view
 
-# Columns of the status table, in the order a delivery moves.
-STATUS_COLUMNS = (
-    "queued",
-    "retrying",
-    "sending",
-    "sent",
-    "delivered",
-    "failed",
-    "ambiguous",
-    "expired",
-    "cancelled",
-    "dead",
-    "no_address",
-)
-_STATUS_ZH = {
-    "queued": "排队",
-    "retrying": "待重试",
-    "sending": "发送中",
-    "sent": "已发出",
-    "delivered": "已送达",
-    "failed": "失败",
-    "ambiguous": "结果不明",
-    "expired": "已过期",
-    "cancelled": "已撤销",
-    "dead": "死信",
-    "no_address": "无号码",
-}
 WORKERS_ALIVE = 15.0  # seconds: a worker heartbeat newer than this counts as running
-
-
-def add_parsers(commands: Any) -> None:
-    """Register the broadcast commands on the `warning` parser's subcommands."""
-    issue = commands.add_parser("issue", help=t("发布预警", "issue a warning"))
-    issue.add_argument(
-        "--cap",
-        type=Path,
-        help=t("从 CAP 1.2 文件发布、更新或撤销", "issue, update or cancel from a CAP 1.2 file"),
-    )
-    issue.add_argument("--event", help=t("事件，如 台风", "event, e.g. Typhoon"))
-    issue.add_argument("--level", help="red/orange/yellow/blue | 红色/橙色/黄色/蓝色")
-    issue.add_argument("--area", help=t("区域代码，逗号分隔（6/9/12位）", "area codes, comma-separated"))
-    issue.add_argument("--headline", default="")
-    issue.add_argument("--description", default="")
-    issue.add_argument("--instruction", default="")
-    issue.add_argument(
-        "--expires", help=t("失效时间（ISO 8601，带时区）", "expiry time (ISO 8601 with offset)")
-    )
-    issue.add_argument("--audiences", default=",".join(DEFAULT_AUDIENCES))
-    issue.add_argument(
-        "--id",
-        default="",
-        help=t(
-            "指定编号（重复发布同一编号不会重复发送）",
-            "alert id (re-issuing the same id sends nothing twice)",
-        ),
-    )
-    issue.add_argument("--exercise", action="store_true", help=t("演练（消息带【演练】标记）", "a drill"))
-    issue.add_argument(
-        "--wait", action="store_true", help=t("等待发送完成并显示进度", "wait until sent, with progress")
-    )
-
-    approve = commands.add_parser("approve", help=t("批准草稿并发布", "approve a draft and issue it"))
-    approve.add_argument("id")
-
-    cancel = commands.add_parser("cancel", help=t("撤销预警（停止发送，大喇叭停播）", "cancel a warning"))
-    cancel.add_argument("id")
-
-    status = commands.add_parser("status", help=t("预警发送情况", "delivery counts of a warning"))
-    status.add_argument("id")
-    status.add_argument("--json", action="store_true")
-
-    worker = commands.add_parser("worker", help=t("只运行发送工作进程", "run workers only"))
-    worker.add_argument("--channels", help="sms,voice,wechat,wecom,speaker")
-
-    dead = commands.add_parser("deadletters", help=t("查看或重新排队死信", "list or requeue dead letters"))
-    dead.add_argument("--requeue", action="store_true")
-    dead.add_argument("--channel", help="sms | voice | wechat | wecom | speaker")
-
-    users = commands.add_parser("users", help=t("API 用户", "API users"))
-    users_commands = users.add_subparsers(dest="users_command", required=True, parser_class=type(users))
-    add = users_commands.add_parser(
-        "add", help=t("新建用户并显示其令牌（仅显示一次）", "create a user; prints the token once")
-    )
-    add.add_argument("name")
-    add.add_argument("--role", required=True, help="viewer | operator | approver | admin")
-
-    feeds = commands.add_parser("feeds", help=t("预警源（CAP/Atom/RSS）", "warning feeds (CAP/Atom/RSS)"))
-    feeds_commands = feeds.add_subparsers(dest="feeds_command", required=True, parser_class=type(feeds))
-    feeds_commands.add_parser(
-        "poll", help=t("立即轮询所有配置的预警源一次", "poll every configured feed once")
-    )
-
-    sim = commands.add_parser("speaker-sim", help=t("模拟村村响大喇叭", "simulated loudspeakers"))
-    sim.add_argument(
-        "--count",
-        type=int,
-        default=0,
-        help=t("数量（默认：名录中的全部）", "how many (default: all in the directory)"),
-    )
-    sim.add_argument("--village", default="", help=t("区域代码前缀", "area code prefix"))
-    sim.add_argument("--fail-rate", type=float, default=0.0)
-    cli_reach.add_parsers(commands)
 
 
 # -- issue / cancel / status -----------------------------------------------------------------------
@@ -203,12 +98,6 @@ async def wait_for_deliveries(
         await asyncio.sleep(0.3)
 
 
-def print_counts(counts: dict[str, ChannelCounts]) -> None:
-    header = [t("渠道", "channel")] + [t(_STATUS_ZH[c], c) for c in STATUS_COLUMNS]
-    rows = [[channel] + [c.get(col) for col in STATUS_COLUMNS] for channel, c in counts.items() if c.counts]
-    print(render(header, rows) if rows else t("（还没有任何投递）", "(no deliveries yet)"))
-
-
 async def _issue(settings: Settings, args: argparse.Namespace) -> int:
     if args.cap is None and not (args.event and args.level and args.area):
         raise UsageError(
@@ -233,12 +122,23 @@ async def _issue(settings: Settings, args: argparse.Namespace) -> int:
                 return 0
             alert = outcome.alert
         else:
-            alert = await service.prepare(_request(args))
+            request = _request(args)
+            # With --preview the preview is the output; otherwise stdout keeps only the alert id for scripts.
+            print_preview(await service.preview(request), sys.stdout if args.preview else sys.stderr)
+            if args.preview:
+                print(t("（仅预览，没有发送任何消息）", "(preview only: nothing was sent)"), file=sys.stderr)
+                return 0
+            if not args.yes and not await confirm(
+                t("确认发布以上预警？", "Issue this warning?"), exercise=request.exercise
+            ):
+                print(t("已取消，没有发送任何消息。", "Not issued: nothing was sent."), file=sys.stderr)
+                return 1
+            alert = await service.prepare(request)
             print(alert.id)
         bar = ProgressBar(t("排队（村）", "queuing (villages)"), enabled=args.wait)
         report = await service.fan_out(alert, progress=bar.update)
         bar.close()
-        queued = ", ".join(f"{k} {v:,}" for k, v in report.queued.items())
+        queued = ", ".join(f"{label('channel', k)} {v:,}" for k, v in report.queued.items())
         print(t("已排队：{q}", "queued: {q}", q=queued or "0"), file=sys.stderr)
         if args.wait:
             print_counts(await wait_for_deliveries(service, store, alert))
@@ -246,6 +146,7 @@ async def _issue(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _approve(settings: Settings, args: argparse.Namespace) -> int:
+    require_data(settings)
     async with open_store(settings.redis, settings.data.dir) as store:
         alert, report = await Broadcaster(store, settings).approve(args.id)
     queued = ", ".join(f"{k} {v:,}" for k, v in report.queued.items())
@@ -261,41 +162,37 @@ async def _approve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _cancel(settings: Settings, args: argparse.Namespace) -> int:
+    require_data(settings)
     async with open_store(settings.redis, settings.data.dir) as store:
-        alert = await Broadcaster(store, settings).cancel(args.id)
-    print(
-        t(
-            "已撤销 {id}：未发出的消息不再发送，大喇叭已下发停播",
-            "cancelled {id}: nothing pending will be sent; loudspeakers are told to stop",
-            id=alert.id,
-        )
-    )
-    return 0
-
-
-async def _status(settings: Settings, args: argparse.Namespace) -> int:
-    async with open_store(settings.redis, settings.data.dir) as store:
-        service = Broadcaster(store, settings)
-        alert, counts = await service.status(args.id)
-        view = await reach_view(service, args.id)
-    if args.json:
+        outcome = await Broadcaster(store, settings).cancel(args.id, silent=args.silent, note=args.note)
+    if outcome.again:
         print(
-            json.dumps(
-                {"alert": json.loads(alert.to_json()), "deliveries": counts_json(counts), "reach": view},
-                ensure_ascii=False,
-                indent=2,
+            t(
+                "{id} 早已撤销，没有再发送任何消息。",
+                "{id} was already cancelled: nothing more was sent.",
+                id=args.id,
             )
         )
         return 0
-    expires = alert.expires.isoformat() if alert.expires else t("无", "none")
+    if args.silent:
+        print(
+            t(
+                "已撤销 {id}：未发出的消息不再发送，大喇叭已下发停播；按 --silent 未发解除通知。",
+                "cancelled {id}: nothing pending will be sent, loudspeakers are told to stop; no all-clear "
+                "(--silent).",
+                id=args.id,
+            )
+        )
+        return 0
+    queued = "，".join(f"{label('channel', k)} {v:,}" for k, v in outcome.all_clear.items())
     print(
-        f"{alert.id}  {alert.event} {alert.level.value}  {alert.state.value}  "
-        f"{t('区域', 'areas')}: {','.join(alert.areas)}  {t('失效', 'expires')}: {expires}"
-        + ("  【演练】" if alert.exercise else "")
+        t(
+            "已撤销 {id}：未发出的消息不再发送；解除通知已排队：{q}",
+            "cancelled {id}: nothing pending will be sent; all-clear queued: {q}",
+            id=args.id,
+            q=queued or t("无（还没有人收到这条预警）", "none (nobody had received the alert yet)"),
+        )
     )
-    print_counts(counts)
-    print()
-    print_reach(view)
     return 0
 
 
@@ -330,6 +227,7 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
+    require_data(settings)
     async with open_store(settings.redis, settings.data.dir) as store:
         service = Broadcaster(store, settings)
         channels = [args.channel] if args.channel else channel_names(settings)
@@ -355,17 +253,6 @@ async def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
     )
     if args.requeue:
         print(t("已重新排队 {n} 条。", "requeued {n}.", n=requeued))
-    return 0
-
-
-async def _users(settings: Settings, args: argparse.Namespace) -> int:
-    async with open_store(settings.redis, settings.data.dir) as store:
-        token = await Users(store.redis, store.keys).add(args.name, args.role)
-    print(token)
-    print(
-        t("请妥善保存此令牌，它只显示这一次。", "Keep this token safe: it is shown only once."),
-        file=sys.stderr,
-    )
     return 0
 
 
@@ -452,15 +339,8 @@ COMMANDS = {
     "issue": _issue,
     "approve": _approve,
     "cancel": _cancel,
-    "status": _status,
     "worker": _worker,
     "deadletters": _deadletters,
-    "users": _users,
     "speaker-sim": _speaker_sim,
     "feeds": _feeds,
-    **cli_reach.COMMANDS,
 }
-
-
-def run(settings: Settings, args: argparse.Namespace) -> int:
-    return asyncio.run(COMMANDS[args.command](settings, args))

@@ -11,23 +11,14 @@ from typing import Any
 
 from warning.broadcast import Broadcaster
 from warning.config import Settings
+from warning.datadir import require_data
 from warning.i18n import t
+from warning.labels import label
 from warning.store import open_store
 from warning.textable import render
 from warning.views import report, report_csv, report_xlsx
 
 UNREACHED_SHOWN = 30
-
-
-def add_parsers(commands: Any) -> None:
-    rep = commands.add_parser("report", help=t("生成复盘报告", "write the after-action report"))
-    rep.add_argument("id")
-    rep.add_argument("--format", choices=("csv", "xlsx", "json"), default="xlsx")
-    rep.add_argument(
-        "--out",
-        type=Path,
-        help=t("输出文件（默认 report-编号.格式；- 为标准输出）", "output file (- for stdout)"),
-    )
 
 
 def print_reach(view: dict[str, Any]) -> None:
@@ -51,15 +42,21 @@ def print_reach(view: dict[str, Any]) -> None:
     needs = m["outcomes"].get("needs_help", 0)
     if needs:
         print(t("！需要救助：{n} 人（见回报结果）", "! needs help: {n} (see outcomes)", n=needs))
+    # The person each village's open residents were escalated to, by name (the unreached rows carry them).
+    contacts = {
+        u["responsible"]["contact_id"]: u["responsible"]["name"]
+        for u in view["unreached"]
+        if u["responsible"]["name"]
+    }
     rows = [
         [
+            v["name"] or v["code"],
             v["code"],
-            v["name"],
             f"{v['confirmed'] + v['acknowledged']}/{v['must_reach_total']}",
             v["notified"] + v["pending"],
             f"{v['residents']['total'] - v['residents']['pending']}/{v['residents']['total']}",
             f"{v['speakers']['played']}/{v['speakers']['total']}",
-            (v["responsible"] or {}).get("contact_id", ""),
+            _escalated_to(v["responsible"], contacts),
         ]
         for v in view["villages"]
         if v["must_reach_total"] or v["residents"]["total"] or v["speakers"]["total"]
@@ -67,8 +64,8 @@ def print_reach(view: dict[str, Any]) -> None:
     print(
         render(
             [
-                t("村代码", "village"),
-                t("名称", "name"),
+                t("村", "village"),
+                t("村代码", "code"),
                 t("必达已确认", "must-reach done"),
                 t("未确认", "open"),
                 t("居民已通知", "residents notified"),
@@ -90,8 +87,8 @@ def print_reach(view: dict[str, Any]) -> None:
         print(
             render(
                 [
-                    t("居民", "resident"),
                     t("姓名", "name"),
+                    t("编号", "id"),
                     t("村", "village"),
                     t("状态", "state"),
                     t("负责人", "responsible"),
@@ -99,12 +96,13 @@ def print_reach(view: dict[str, Any]) -> None:
                 ],
                 [
                     [
+                        u["name"] or u["resident_id"],
                         u["resident_id"],
-                        u["name"],
-                        u["village_name"],
-                        u["state"],
+                        u["village_name"] or u["village"],
+                        label("reach", u["state"])
+                        + (t("（已上报）", " (escalated)") if u.get("escalated") else ""),
                         u["responsible"]["name"] or u["responsible"]["contact_id"],
-                        u["responsible"]["role"],
+                        label("role", u["responsible"]["role"]) if u["responsible"]["role"] else "",
                     ]
                     for u in unreached[:UNREACHED_SHOWN]
                 ],
@@ -112,7 +110,15 @@ def print_reach(view: dict[str, Any]) -> None:
         )
 
 
+def _escalated_to(found: dict[str, str] | None, names: dict[str, str]) -> str:
+    if not found:
+        return ""
+    who = names.get(found["contact_id"], found["contact_id"])
+    return f"{label('role', found['role'])} {who}" if found.get("role") else who
+
+
 async def _report(settings: Settings, args: argparse.Namespace) -> int:
+    require_data(settings)
     async with open_store(settings.redis, settings.data.dir) as store:
         data = await report(Broadcaster(store, settings), args.id)
     out: Path = args.out or Path(f"report-{args.id}.{args.format}")

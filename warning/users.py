@@ -6,6 +6,7 @@ import enum
 import hashlib
 import json
 import secrets
+import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -40,6 +41,15 @@ class User:
         return action in PERMISSIONS[self.role]
 
 
+@dataclass(frozen=True)
+class Token:
+    """A stored token as an operator may see it: a short prefix of its hash, never the token."""
+
+    ref: str
+    user: User
+    created: int | None
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -72,9 +82,33 @@ class Users:
         await self.redis.hset(
             self.key,
             _digest(token),
-            json.dumps({"name": name.strip(), "role": parsed.value}, ensure_ascii=False),
+            json.dumps(
+                {"name": name.strip(), "role": parsed.value, "created": round(time.time())},
+                ensure_ascii=False,
+            ),
         )
         return token
+
+    async def tokens(self) -> list[Token]:
+        """Every token's user, role and creation time (never the token), by user name."""
+        found = []
+        for digest, record in (await self.redis.hgetall(self.key)).items():
+            data = json.loads(record)
+            found.append(
+                Token(str(digest)[:8], User(data["name"], UserRole(data["role"])), data.get("created"))
+            )
+        return sorted(found, key=lambda tok: (tok.user.name, tok.created or 0))
+
+    async def revoke(self, name: str) -> int:
+        """Remove every token of the user `name`; returns how many there were (0: no such user)."""
+        digests = [
+            str(digest)
+            for digest, record in (await self.redis.hgetall(self.key)).items()
+            if json.loads(record)["name"] == name.strip()
+        ]
+        if digests:
+            await self.redis.hdel(self.key, *digests)
+        return len(digests)
 
     async def authenticate(self, token: str) -> User | None:
         raw = await self.redis.hget(self.key, _digest(token))

