@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-import phonenumbers
-
 DEFAULT_REGION = "CN"
 
 # China has no official fictional mobile range. Synthetic directories (the sample county, the
@@ -24,6 +22,10 @@ def normalize(raw: str, region: str = DEFAULT_REGION) -> str:
     Raises:
         InvalidPhone: the text is not a valid number.
     """
+    # Imported here, not at the top: every command's logging masks numbers with this module, and only the
+    # importers and the API parse them (phonenumbers' metadata is a fifth of `warning status`'s start-up).
+    import phonenumbers
+
     text = raw.strip()
     if text.startswith("00"):
         text = "+" + text[2:]

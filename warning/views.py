@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from warning.broadcast import Broadcaster
-from warning.channels.speaker import speaker_status
+from warning.channels.liveness import speaker_status
 from warning.deliveries import STATES as DELIVERY_STATES
 from warning.escalation import escalation_json
 from warning.i18n import current_language, t

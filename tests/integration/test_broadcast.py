@@ -249,7 +249,9 @@ async def test_dead_letters_then_requeue(
         deadline = time.monotonic() + 20
         while True:  # the task link is its own ledger: it may reach its last attempt a moment later
             letters = await running.broadcaster.dead_letters("sms")
-            links = sum(len(letter.batch.recipients) for letter in letters if letter.batch.ledger == "sms.task")
+            links = sum(
+                len(letter.batch.recipients) for letter in letters if letter.batch.ledger == "sms.task"
+            )
             if links or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)

@@ -24,7 +24,8 @@ import pytest
 from tests.conftest import Servers, free_port
 from warning.broker import BrokerAddress
 from warning.channels.base import Message, Outcome
-from warning.channels.speaker import SpeakerChannel, acks_key, command_id, speaker_status, status_key
+from warning.channels.liveness import speaker_status, status_key
+from warning.channels.speaker import SpeakerChannel, acks_key, command_id
 from warning.config import SpeakerSettings
 from warning.errors import TransientDeliveryError
 from warning.model import Level

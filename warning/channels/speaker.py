@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from warning.broker import BrokerAddress
 from warning.channels.base import BaseChannel, Capability, ChannelLimits, Message
+from warning.channels.liveness import status_key
 from warning.config import SpeakerSettings
 from warning.errors import PermanentDeliveryError, TransientDeliveryError
 from warning.i18n import t
@@ -78,10 +79,6 @@ def now_iso() -> str:
     return datetime.now(CHINA).isoformat(timespec="milliseconds")
 
 
-def status_key(store: Store) -> str:
-    return store.keys.key("speaker", "status")
-
-
 def acks_key(store: Store) -> str:
     return store.keys.key("speaker", "acks")
 
@@ -95,18 +92,6 @@ async def delivery_of(store: Store, cmd_id: str) -> str | None:
     """The delivery key (`{alert}:{version}:{ledger}:{recipient}`) a command was sent for, if known."""
     key = await store.redis.hget(commands_key(store), cmd_id)
     return str(key) if key is not None else None
-
-
-async def speaker_status(store: Store, device_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The last reported status of each device that has reported one: `{online, ts, volume, fault, seen}`.
-
-    Raises:
-        redis.exceptions.RedisError: Redis cannot be reached.
-    """
-    if not device_ids:
-        return {}
-    values = await store.redis.hmget(status_key(store), list(device_ids))
-    return {device: json.loads(raw) for device, raw in zip(device_ids, values, strict=True) if raw}
 
 
 def _compact(document: dict[str, Any]) -> str:
