@@ -9,24 +9,21 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from warning.alerts import AlertStore, new_alert_id
+from warning.alerts import new_alert_id
 from warning.allclear import CLEAR_WINDOW, queue_person_all_clear
-from warning.audiences import DEFAULT_AUDIENCES, Audience, Members, catalogue, select
+from warning.audiences import DEFAULT_AUDIENCES, Audience, Members, select
 from warning.cap import CapAlert, parse_cap
 from warning.cap.emit import cap_identifier, cap_time, emit_cap
 from warning.cap.mapping import MappedAlert, map_cap
 from warning.config import Settings
-from warning.deliveries import CODES, Batch, ChannelCounts, Deliveries
-from warning.directory.store import Directory
+from warning.deliveries import CODES, Batch
 from warning.errors import AlertError, AlertNotFound, UsageError
-from warning.escalation import Escalation
 from warning.fanout import (
     ALL_CLEAR,
     ALL_CLEAR_ACTION,
     LANGUAGES,
     FanoutReport,
     Progress,
-    Texts,
     fan_out,
     mark_pending,
     pending_key,
@@ -34,14 +31,11 @@ from warning.fanout import (
     text_field,
 )
 from warning.i18n import current_language, t
-from warning.links import Links
 from warning.model import Alert, AlertState, AlertStatus, Level
 from warning.preview import Preview, count_recipients, preview_rows, require_text
-from warning.public_url import public_url_problem
-from warning.reach import Reach
-from warning.render import Renderer
+from warning.readmodel import ReadModel
+from warning.render.renderer import Renderer
 from warning.store import Store
-from warning.tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -91,38 +85,12 @@ class AlertRequest:
     id: str = ""  # given: re-issuing the same id is idempotent
 
 
-class Broadcaster:
+class Broadcaster(ReadModel):
     """The alert service: one instance per process, built by the composition root."""
 
     def __init__(self, store: Store, settings: Settings) -> None:
-        self.store = store
-        self.settings = settings
-        self.alerts = AlertStore(store.redis, store.keys)
-        self.directory = Directory(store)
-        self.deliveries = Deliveries(store.redis, store.keys)
-        self.texts = Texts(store.redis, store.keys)
+        super().__init__(store, settings)
         self.renderer = Renderer(settings.templates, sender_name=settings.bureau.name)
-        self.audiences = catalogue(settings.audiences)
-        self.reach = Reach(store.redis, store.keys)
-        self.links = Links(
-            store.redis,
-            store.keys,
-            secret=settings.server.secret,
-            base_url=settings.server.base_url,
-            openable=public_url_problem(settings.server) is None,
-        )
-        self.tasks = Tasks(
-            self.reach, self.directory, self.deliveries, self.links, settings.escalation, self.alerts
-        )
-        self.escalation = Escalation(
-            alerts=self.alerts,
-            reach=self.reach,
-            directory=self.directory,
-            deliveries=self.deliveries,
-            tasks=self.tasks,
-            settings=settings.escalation,
-            clock=lambda: self.reach.clock(),
-        )
 
     # -- issuing ------------------------------------------------------------------------------------
 
@@ -628,7 +596,7 @@ class Broadcaster:
             return CancelOutcome(alert, {}, again=True)
         if alert.state is not AlertState.ISSUED:
             raise _cannot(alert, "撤销", "cancelled")
-        channels = self._channels(alert)
+        channels = self.channels(alert)
         if not silent:
             # Rendered before anything changes: a broken template refuses the cancel instead of half-doing it.
             await self.texts.store(alert, await self._all_clear_texts(alert, channels, note))
@@ -669,7 +637,7 @@ class Broadcaster:
         marker = await mark_pending(self.deliveries, alert, ALL_CLEAR_ACTION)
         queued = await queue_person_all_clear(
             alert,
-            self._channels(alert),
+            self.channels(alert),
             directory=self.directory,
             deliveries=self.deliveries,
             batch_size=self.settings.worker.batch_size,
@@ -715,7 +683,7 @@ class Broadcaster:
     async def _settle_pending(self, alert: Alert, code: str) -> None:
         """Move every queued/retrying delivery of the alert to a final state, in bounded batches."""
         redis = self.deliveries.redis
-        for channel in self._channels(alert):
+        for channel in self.channels(alert):
             key = self.deliveries.states_key(alert.id, alert.version, channel)
             cursor = 0
             while True:
@@ -725,15 +693,6 @@ class Broadcaster:
                 await self.deliveries.move(alert.id, alert.version, channel, moves)
                 if cursor == 0:
                     break
-
-    def _channels(self, alert: Alert) -> list[str]:
-        channels: list[str] = []
-        for name in alert.audiences:
-            audience = self.audiences.get(name)
-            for channel in audience.channels if audience else ():
-                if channel not in channels:
-                    channels.append(channel)
-        return channels
 
     # -- dead letters -------------------------------------------------------------------------------
 
@@ -771,21 +730,6 @@ class Broadcaster:
 
     # -- reading ------------------------------------------------------------------------------------
 
-    async def status(self, alert_id: str) -> tuple[Alert, dict[str, ChannelCounts]]:
-        """The alert and its delivery counts per channel, then (once cancelled) the all-clear per channel
-        (`sms.clear` …) and loudspeakers' `speaker.stop`; ledgers with nothing in them are left out.
-
-        Raises:
-            AlertError: unknown id.
-        """
-        alert = await self.alerts.get(alert_id)
-        channels = self._channels(alert)
-        ledgers = [*channels, *(f"{c}.{ALL_CLEAR_ACTION}" for c in channels)]
-        if "speaker" in channels:
-            ledgers.append("speaker.stop")
-        counts = await self.deliveries.counts(alert.id, alert.version, ledgers)
-        return alert, {k: v for k, v in counts.items() if k in channels or v.counts}
-
 
 def _cannot(alert: Alert, doing_zh: str, doing_en: str) -> AlertError:
     """The error for acting on an alert in the wrong state, naming the state."""
@@ -798,10 +742,6 @@ def _cannot(alert: Alert, doing_zh: str, doing_en: str) -> AlertError:
             d=doing_zh if current_language() == "zh-CN" else doing_en,
         )
     )
-
-
-def counts_json(counts: dict[str, ChannelCounts]) -> dict[str, dict[str, int]]:
-    return {channel: dict(c.counts) for channel, c in counts.items() if c.counts}
 
 
 def parse_levels(text: str) -> Level:

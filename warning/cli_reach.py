@@ -9,11 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from warning.broadcast import Broadcaster
 from warning.config import Settings
 from warning.datadir import require_data
 from warning.i18n import t
 from warning.labels import label
+from warning.readmodel import ReadModel
 from warning.store import open_store
 from warning.textable import render
 from warning.views import report, report_csv, report_xlsx
@@ -120,7 +120,7 @@ def _escalated_to(found: dict[str, str] | None, names: dict[str, str]) -> str:
 async def _report(settings: Settings, args: argparse.Namespace) -> int:
     require_data(settings)
     async with open_store(settings.redis, settings.data.dir) as store:
-        data = await report(Broadcaster(store, settings), args.id)
+        data = await report(ReadModel(store, settings), args.id)
     out: Path = args.out or Path(f"report-{args.id}.{args.format}")
     if args.format == "json":
         body: bytes = json.dumps(data, ensure_ascii=False, indent=2).encode()

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from warning.broadcast import Broadcaster, counts_json
 from warning.cli_reach import print_reach
 from warning.config import Settings
 from warning.datadir import require_data
 from warning.deliveries import ChannelCounts
 from warning.i18n import t
 from warning.labels import beijing, label
+from warning.readmodel import ReadModel, counts_json
 from warning.store import open_store
 from warning.textable import render
 from warning.views import reach_view
@@ -50,7 +50,7 @@ def print_counts(counts: dict[str, ChannelCounts]) -> None:
 async def _status(settings: Settings, args: argparse.Namespace) -> int:
     require_data(settings)
     async with open_store(settings.redis, settings.data.dir) as store:
-        service = Broadcaster(store, settings)
+        service = ReadModel(store, settings)
         alert, counts = await service.status(args.id)
         view = await reach_view(service, args.id)
     if args.json:

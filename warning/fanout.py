@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
@@ -21,9 +22,11 @@ from warning.deliveries import Batch, Deliveries, Recipient
 from warning.directory.store import Directory
 from warning.model import Alert, AlertState
 from warning.reach import Reach
-from warning.render import Renderer
 from warning.store import Keyspace
 from warning.tasks import Responsible
+
+if TYPE_CHECKING:  # the renderer (jinja2) is loaded by those who render, not by readers of Texts
+    from warning.render.renderer import Renderer
 
 log = logging.getLogger(__name__)
 

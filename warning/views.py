@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from warning.broadcast import Broadcaster
 from warning.channels.liveness import speaker_status
 from warning.deliveries import STATES as DELIVERY_STATES
 from warning.escalation import escalation_json
 from warning.i18n import current_language, t
 from warning.labels import BEIJING, beijing, label
 from warning.model import Alert, Contact
+from warning.readmodel import ReadModel
 
 UNREACHED_LIMIT = 1000  # rows of unreached residents in one view (the counts are always complete)
 _LEDGER_PURPOSES = ("", ".task", ".spk", ".esc0", ".esc1", ".esc2", ".esc3", ".esc4", ".esc5")
@@ -30,11 +30,11 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, BEIJING).isoformat(timespec="seconds") if ts else None
 
 
-async def _contacts(service: Broadcaster, ids: Sequence[str]) -> dict[str, Contact]:
+async def _contacts(service: ReadModel, ids: Sequence[str]) -> dict[str, Contact]:
     return await service.directory.contacts(list(dict.fromkeys(i for i in ids if i)))
 
 
-async def channel_counts(service: Broadcaster, alert: Alert) -> dict[str, dict[str, int]]:
+async def channel_counts(service: ReadModel, alert: Alert) -> dict[str, dict[str, int]]:
     """Deliveries per ledger of the current version: warnings per channel, then task links and escalations."""
     ledgers = [
         f"{channel}{purpose}"
@@ -51,7 +51,7 @@ async def channel_counts(service: Broadcaster, alert: Alert) -> dict[str, dict[s
     return out
 
 
-async def _speakers(service: Broadcaster, alert: Alert, village: str) -> dict[str, int]:
+async def _speakers(service: ReadModel, alert: Alert, village: str) -> dict[str, int]:
     devices = [s.device_id async for batch in service.directory.stream_speakers([village]) for s in batch]
     if not devices:
         return {"total": 0, "online": 0, "played": 0, "failed": 0}
@@ -67,7 +67,7 @@ async def _speakers(service: Broadcaster, alert: Alert, village: str) -> dict[st
     }
 
 
-async def reach_view(service: Broadcaster, alert_id: str, *, limit: int = UNREACHED_LIMIT) -> dict[str, Any]:
+async def reach_view(service: ReadModel, alert_id: str, *, limit: int = UNREACHED_LIMIT) -> dict[str, Any]:
     """The reach of an alert (DESIGN §5.2 shape, plus audiences, outcomes, milestones, escalations).
 
     Raises:
@@ -250,7 +250,7 @@ def reach_csv(view: dict[str, Any]) -> str:
 # -- the after-action report ---------------------------------------------------------------------------
 
 
-async def _area_names(service: Broadcaster, areas: Sequence[str]) -> dict[str, str]:
+async def _area_names(service: ReadModel, areas: Sequence[str]) -> dict[str, str]:
     """Area code → its name (village, township or county, by the code's length), for the report."""
     out: dict[str, str] = {}
     for area in areas:
@@ -266,7 +266,7 @@ def _since(start: float | None, ts: float | None) -> float | None:
     return round(ts - start, 3) if start is not None and ts is not None else None
 
 
-async def report(service: Broadcaster, alert_id: str) -> dict[str, Any]:
+async def report(service: ReadModel, alert_id: str) -> dict[str, Any]:
     """The after-action (复盘) report: how long each stage took, per village and per cadre, every escalation.
 
     Raises:
@@ -352,7 +352,7 @@ async def report(service: Broadcaster, alert_id: str) -> dict[str, Any]:
     }
 
 
-async def _texts(service: Broadcaster, alert: Alert) -> list[dict[str, Any]]:
+async def _texts(service: ReadModel, alert: Alert) -> list[dict[str, Any]]:
     """What was sent, per version × audience × channel × language, from the texts stored at issue."""
     out = []
     for version in range(1, alert.version + 1):

@@ -12,7 +12,7 @@ import pytest
 from warning.config import TemplatesSettings
 from warning.errors import RenderError, UsageError
 from warning.model import Alert, AlertStatus, Level
-from warning.render import (
+from warning.render.renderer import (
     BUNDLED_TEMPLATES,
     Renderer,
     exercise_mark,

@@ -19,7 +19,7 @@ from warning.config import SmsSettings, TemplatesSettings
 from warning.errors import RenderError
 from warning.i18n import LANGUAGES
 from warning.model import Alert, Level
-from warning.render import BUNDLED_TEMPLATES, Renderer, speakable
+from warning.render.renderer import BUNDLED_TEMPLATES, Renderer, speakable
 from warning.render.words import SPOKEN_CHANNELS
 
 # All-clear templates announce a cancellation: they carry no instruction by design (issue 9 item 3),

@@ -13,11 +13,12 @@ from typing import Any
 from aiohttp import web
 
 from warning.audiences import DEFAULT_AUDIENCES
-from warning.broadcast import AlertRequest, Broadcaster, counts_json, parse_levels
+from warning.broadcast import AlertRequest, Broadcaster, parse_levels
 from warning.cap.atom import atom_feed
 from warning.errors import AlertError, AlertNotFound, CapError, FieldError, MissingField, UsageError
 from warning.i18n import t
 from warning.model import Alert, AlertState, AlertStatus
+from warning.readmodel import counts_json
 from warning.users import User, Users
 from warning.views import UNREACHED_LIMIT, reach_csv, reach_view
 from warning.web.bodies import error_document, read_bytes, read_json_object

@@ -540,7 +540,15 @@ def _paths() -> dict[str, Any]:
                 )
             }
             for action, summary, description in (
-                ("cancel", "撤销预警 Cancel an alert", "Stops what is still pending. Needs `cancel`."),
+                (
+                    "cancel",
+                    "撤销预警 Cancel an alert",
+                    "Stops what is still pending and sends the all-clear (解除) to everyone who was sent the"
+                    " alert, on the channels they got it on; loudspeakers play it. Optional JSON body"
+                    ' `{"silent": true}` cancels without the all-clear, `{"note": "…"}` (≤ 500 characters)'
+                    " adds what to do now. The response adds `all_clear`: messages queued per channel."
+                    " Needs `cancel`.",
+                ),
                 (
                     "approve",
                     "批准预警 Approve a draft",
