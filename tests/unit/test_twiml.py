@@ -112,3 +112,14 @@ def test_hangup_is_a_bare_hangup() -> None:
     """`hangup()` ends the call and says nothing."""
     root = ET.fromstring(twiml.hangup())
     assert [v.tag for v in root] == ["Hangup"]
+
+
+def test_an_all_clear_call_says_its_text_and_hangs_up_without_asking() -> None:
+    """An all-clear has nothing to confirm: no Gather, no press-1 prompt, no "no confirmation" line."""
+    root = ET.fromstring(
+        twiml.say_only("台风橙色预警已经解除。", language="cmn-CN", voice="Polly.Zhiyu", repeat=2)
+    )
+    said = ["".join(say.itertext()) for say in root.iter("Say")]
+    assert said == ["台风橙色预警已经解除。", "台风橙色预警已经解除。"]
+    assert root.find("Gather") is None and root[-1].tag == "Hangup"
+    assert not any("按1" in text or "未收到确认" in text for text in said)

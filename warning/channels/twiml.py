@@ -82,6 +82,16 @@ def say_and_gather(text: str, *, language: str, voice: str, repeat: int, action_
     return _document(root)
 
 
+def say_only(text: str, *, language: str, voice: str, repeat: int) -> str:
+    """A call that asks nothing (an all-clear): `text` said slowly `repeat` times, then hang up."""
+    root = ET.Element("Response")
+    for _ in range(max(1, repeat)):
+        _say(root, text, language=language, voice=voice, slow=True)
+        ET.SubElement(root, "Pause", {"length": "1"})
+    ET.SubElement(root, "Hangup")
+    return _document(root)
+
+
 def _say_then_hang_up(text: str, language: str, voice: str) -> str:
     root = ET.Element("Response")
     _say(root, text, language=language, voice=voice)

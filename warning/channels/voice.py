@@ -97,7 +97,9 @@ class VoiceChannel(TwilioChannel):
         )
 
     async def _store_script(self, message: Message) -> None:
-        script = VoiceScript(message.text, self._voice.language, twiml.prompt(self._voice.language))
+        # An all-clear (action "clear", fanout.ALL_CLEAR_ACTION) asks for no key: there is nothing to confirm.
+        prompt = "" if message.action == "clear" else twiml.prompt(self._voice.language)
+        script = VoiceScript(message.text, self._voice.language, prompt)
         try:
             await self._store.redis.set(
                 voice_text_key(self._store, message.key),

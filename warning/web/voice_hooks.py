@@ -94,6 +94,8 @@ def voice_routes(
         return f"{base}{VOICE_HOOKS}/gather?d={quote(key, safe='')}" + ("&r=1" if again else "")
 
     def ask(key: str, script: VoiceScript, *, repeat: int, again: bool = False) -> str:
+        if not script.prompt:  # nothing to confirm (an all-clear): say it and hang up
+            return twiml.say_only(script.text, language=script.language, voice=voice.voice, repeat=repeat)
         return twiml.say_and_gather(
             script.text,
             language=script.language,
