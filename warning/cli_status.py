@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from warning.cli_reach import print_reach
 from warning.config import Settings
@@ -71,7 +72,7 @@ async def _status(settings: Settings, args: argparse.Namespace) -> int:
             s=label("state", alert.state.value),
             at=beijing(alert.sent),
             e=beijing(alert.expires) if alert.expires else t("无", "none"),
-            a=",".join(alert.areas),
+            a=_areas(view),
         )
     )
     if alert.headline:
@@ -83,6 +84,20 @@ async def _status(settings: Settings, args: argparse.Namespace) -> int:
     print()
     print_reach(view)
     return 0
+
+
+def _areas(view: dict[str, Any]) -> str:
+    """The villages by name (a long list shortened to its first few and a count)."""
+    names = [v["name"] or v["code"] for v in view["villages"]]
+    if len(names) <= 6:
+        return "、".join(names)
+    return t(
+        "{n} 等 {c} 个村",
+        "{n} and {more} more villages",
+        n="、".join(names[:5]),
+        c=len(names),
+        more=len(names) - 5,
+    )
 
 
 COMMANDS = {"status": _status}

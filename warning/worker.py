@@ -318,7 +318,9 @@ class ChannelWorker:
             version=alert.version,
             level=alert.level,
             exercise=alert.exercise,
-            expires=alert.expires,
+            # The all-clear may go out after the warning's own expiry (within the clear window): a device
+            # must not refuse it as expired.
+            expires=None if batch.action == ALL_CLEAR_ACTION else alert.expires,
             action=batch.action,
             repeat=self.repeat,
             attempt=batch.attempt,
