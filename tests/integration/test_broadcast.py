@@ -43,7 +43,10 @@ async def settle(
     """Wait until nothing of the alert is queued, retrying or sending on `channels`; return the counts."""
     deadline = time.monotonic() + within
     while True:
-        _, counts = await service.status(alert_id)
+        alert, counts = await service.status(alert_id)
+        # Ledgers the status leaves out (task links `sms.task`, …) are read directly.
+        extra = [name for name in channels if name not in counts]
+        counts |= await service.deliveries.counts(alert_id, alert.version, extra)
         if counts and all(c.pending == 0 for name, c in counts.items() if name in channels):
             return {k: dict(v.counts) for k, v in counts.items()}
         assert time.monotonic() < deadline, {k: v.counts for k, v in counts.items()}
@@ -132,11 +135,12 @@ async def test_reissue_sends_nothing_new(
     settings = engine_settings(sample_store, twilio)
     async with engine(settings, sample_store, broker, channels=("sms",)) as running:
         alert, _ = await running.broadcaster.issue(orange(area="331099101201", id="W-REISSUE-1"))
-        await settle(running.broadcaster, alert.id, channels=("sms",))
+        # The cadre's task link is its own ledger and may go out a moment after the warnings.
+        await settle(running.broadcaster, alert.id, channels=("sms", "sms.task"))
         first = len(sandbox.messages)
         again, report = await running.broadcaster.issue(orange(area="331099101201", id="W-REISSUE-1"))
         assert again.id == alert.id and sum(report.queued.values()) == 0
-        await settle(running.broadcaster, alert.id, channels=("sms",))
+        await settle(running.broadcaster, alert.id, channels=("sms", "sms.task"))
         await asyncio.sleep(0.3)
     assert first > 0 and len(sandbox.messages) == first
 
