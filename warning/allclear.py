@@ -66,18 +66,19 @@ async def queue_person_all_clear(
 ) -> dict[str, int]:
     """Queue the all-clear for everyone who was sent the alert on each person channel; queued per channel.
 
-    A recipient removed from the directory since, or without the address now, is skipped (logged).
+    A recipient removed from the directory since is skipped; one without the address now is recorded
+    as no_address.
     """
     queued: dict[str, int] = {}
     for channel in (c for c in channels if c in PERSON_CHANNELS):
         ids = await _got_it(deliveries, alert, channel)
         for start in range(0, len(ids), batch_size):
             recipients = await _recipients(directory, channel, ids[start : start + batch_size])
+            if not recipients:
+                continue
             batch = Batch(
                 alert.id, alert.version, channel, ALL_CLEAR, "", tuple(recipients), action=ALL_CLEAR_ACTION
             )
-            if not recipients:
-                continue
             async with deliveries.redis.pipeline(transaction=False) as pipe:
                 await deliveries.enqueue_on(pipe, batch, urgent=True)
                 (count, _), *_ = await pipe.execute()

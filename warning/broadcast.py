@@ -311,17 +311,7 @@ class Broadcaster(ReadModel):
         )
 
     async def _area_names(self, alert: Alert) -> list[str]:
-        names: list[str] = []
-        for area in alert.areas:
-            codes = await self.directory.village_codes([area])
-            villages = await self.directory.villages(codes[:1] if len(area) < 12 else codes)
-            if not villages:
-                continue
-            village = villages[0]
-            names.append(
-                village.name if len(area) == 12 else village.township if len(area) == 9 else village.county
-            )
-        return names
+        return list((await self.area_names(alert.areas)).values())
 
     async def resume_fanouts(self, stale_after: float = 60.0) -> int:
         """Finish fan-outs a crashed process left half done (idempotent); returns how many were resumed."""

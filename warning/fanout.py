@@ -57,6 +57,11 @@ class Texts:
         if texts:
             await self.redis.hset(self.key(alert.id, alert.version), mapping=texts)  # type: ignore[arg-type]
 
+    async def all(self, alert_id: str, version: int) -> dict[str, str]:
+        """Every stored text of a version, by field `audience|channel|language` (for the report)."""
+        stored = await self.redis.hgetall(self.key(alert_id, version))
+        return {str(k): str(v) for k, v in stored.items()}
+
     async def get(self, alert_id: str, version: int, audience: str, channel: str, language: str) -> str:
         """The text for a recipient's language, falling back to zh-CN."""
         for lang in dict.fromkeys((language, "zh-CN")):

@@ -99,6 +99,7 @@ _LABELS: Final[dict[str, dict[str, tuple[str, str]]]] = {
         "officials": ("值班领导", "duty officials"),
         "rescue_teams": ("救援队", "rescue teams"),
         "speakers": ("大喇叭", "loudspeakers"),
+        "allclear": ("解除通知", "all-clear"),
     },
     # Where a piece of reach evidence came from (warning/reach.py EVIDENCE).
     "source": {

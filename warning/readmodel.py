@@ -6,6 +6,8 @@ again through the night, builds only this, so it loads no template engine, CAP p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from warning.alerts import AlertStore
 from warning.audiences import catalogue
 from warning.config import Settings
@@ -52,6 +54,17 @@ class ReadModel:
             settings=settings.escalation,
             clock=lambda: self.reach.clock(),
         )
+
+    async def area_names(self, areas: Sequence[str]) -> dict[str, str]:
+        """Area code → its name as people say it (village, township or county, by the code's length);
+        an area with no village in the directory is left out."""
+        names: dict[str, str] = {}
+        for area in areas:
+            villages = await self.directory.villages((await self.directory.village_codes([area]))[:1])
+            if villages:
+                v = villages[0]
+                names[area] = v.name if len(area) == 12 else v.township if len(area) == 9 else v.county
+        return names
 
     def channels(self, alert: Alert) -> list[str]:
         """The channels the alert's audiences use, in first-use order."""

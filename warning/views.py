@@ -39,7 +39,7 @@ async def channel_counts(service: ReadModel, alert: Alert) -> dict[str, dict[str
     ledgers = [
         f"{channel}{purpose}"
         for channel in ("sms", "voice", "wechat", "wecom", "speaker")
-        for purpose in (*_LEDGER_PURPOSES, ".stop")
+        for purpose in (*_LEDGER_PURPOSES, ".stop", ".clear")
     ]
     counts = await service.deliveries.counts(alert.id, alert.version, ledgers)
     out: dict[str, dict[str, int]] = {}
@@ -250,18 +250,6 @@ def reach_csv(view: dict[str, Any]) -> str:
 # -- the after-action report ---------------------------------------------------------------------------
 
 
-async def _area_names(service: ReadModel, areas: Sequence[str]) -> dict[str, str]:
-    """Area code → its name (village, township or county, by the code's length), for the report."""
-    out: dict[str, str] = {}
-    for area in areas:
-        codes = await service.directory.village_codes([area])
-        villages = await service.directory.villages(codes[:1])
-        if villages:
-            v = villages[0]
-            out[area] = v.name if len(area) == 12 else v.township if len(area) == 9 else v.county
-    return out
-
-
 def _since(start: float | None, ts: float | None) -> float | None:
     return round(ts - start, 3) if start is not None and ts is not None else None
 
@@ -278,7 +266,7 @@ async def report(service: ReadModel, alert_id: str) -> dict[str, Any]:
     milestones = await service.reach.milestones(alert.id)
     start = milestones.get("issued")
     village_names = {v["code"]: v["name"] for v in view["villages"] if v["name"]}
-    area_names = await _area_names(service, alert.areas)
+    area_names = await service.area_names(alert.areas)
     villages = []
     for v in view["villages"]:
         villages.append(
@@ -356,8 +344,7 @@ async def _texts(service: ReadModel, alert: Alert) -> list[dict[str, Any]]:
     """What was sent, per version × audience × channel × language, from the texts stored at issue."""
     out = []
     for version in range(1, alert.version + 1):
-        stored = await service.texts.redis.hgetall(service.texts.key(alert.id, version))
-        for field_name, text in sorted((str(k), str(v)) for k, v in stored.items()):
+        for field_name, text in sorted((await service.texts.all(alert.id, version)).items()):
             audience, channel, language = [*field_name.split("|"), "", ""][:3]
             out.append(
                 {
@@ -385,6 +372,7 @@ _PURPOSES = {
     "task": ("任务链接", "task link"),
     "spk": ("大喇叭失联通知", "silent loudspeaker notice"),
     "stop": ("停播", "stop"),
+    "clear": ("解除通知", "all-clear"),
 }
 # Column → (zh-CN header, English header), per section; the order is the order in the sheet.
 _COLUMNS: dict[str, dict[str, tuple[str, str]]] = {

@@ -14,6 +14,7 @@ from warning.broker import BrokerAddress
 from warning.config import TwilioSettings
 from warning.sandbox.twilio import TwilioSandbox
 from warning.store import Store
+from warning.views import reach_view, report
 
 VILLAGE = "331099101201"
 
@@ -64,6 +65,8 @@ async def test_cancel_sends_one_all_clear_to_everyone_who_got_the_alert(
                 if all(sim.played[d] >= 2 for d in county.speakers_in(VILLAGE)):
                     break
                 await asyncio.sleep(0.05)
+            view = await reach_view(service, alert.id)
+            texts = (await report(service, alert.id))["texts"]
             again = await service.cancel(alert.id)
             await asyncio.sleep(0.5)
             reach_after = (await service.reach.counts(alert.id)).raw
@@ -83,6 +86,10 @@ async def test_cancel_sends_one_all_clear_to_everyone_who_got_the_alert(
         assert len(clear) == 1 and clear[0]["action"] == "play", commands
         assert not any(c["action"] == "stop" for c in commands)
     assert reach_after == reach_before, "all-clear receipts are not reach evidence"
+    assert view["channels"]["sms.clear"]["sent"] + view["channels"]["sms.clear"]["delivered"] == len(warned)
+    assert any(t["audience"] == "allclear" and "可以返回家中" in t["text"] for t in texts), (
+        "the report shows it"
+    )
 
 
 async def test_only_those_sent_get_the_all_clear_and_silent_sends_nothing(
