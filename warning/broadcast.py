@@ -671,9 +671,16 @@ class Broadcaster(ReadModel):
         return expired
 
     async def _settle_pending(self, alert: Alert, code: str) -> None:
-        """Move every queued/retrying delivery of the alert to a final state, in bounded batches."""
+        """Move every queued/retrying delivery of the alert to a final state, in bounded batches: the
+        warning's own ledgers and every other one queued for it (cadres' task SMS, escalation calls, …),
+        not the all-clear and stop commands a cancel queues."""
         redis = self.deliveries.redis
-        for channel in self.channels(alert):
+        ledgers = dict.fromkeys(
+            [*self.channels(alert), *await self.deliveries.ledgers(alert.id, alert.version)]
+        )
+        for channel in ledgers:
+            if channel.endswith((f".{ALL_CLEAR_ACTION}", ".stop")):
+                continue
             key = self.deliveries.states_key(alert.id, alert.version, channel)
             cursor = 0
             while True:
@@ -686,14 +693,19 @@ class Broadcaster(ReadModel):
 
     # -- dead letters -------------------------------------------------------------------------------
 
-    async def dead_letters(self, channel: str) -> list[DeadLetter]:
-        entries: Any = await self.deliveries.redis.xrange(self.deliveries.dead_key(channel))
+    async def dead_letters(self, channel: str, limit: int | None = None) -> list[DeadLetter]:
+        """The channel's dead letters, oldest first (at most `limit` batches)."""
+        entries: Any = await self.deliveries.redis.xrange(self.deliveries.dead_key(channel), count=limit)
         return [
             DeadLetter(str(entry_id), Batch.from_json(fields["b"]), str(fields.get("reason", "")))
             for entry_id, fields in entries or []
         ]
 
-    async def requeue_dead(self, channel: str) -> int:
+    async def dead_count(self, channel: str) -> int:
+        """How many dead-lettered batches the channel holds."""
+        return int(await self.deliveries.redis.xlen(self.deliveries.dead_key(channel)))
+
+    async def requeue_dead(self, channel: str, *, actor: str = "cli", role: str = "operator") -> int:
         """Put dead-lettered deliveries back in the queue with a fresh attempt count; returns how many."""
         requeued = 0
         for letter in await self.dead_letters(channel):
@@ -714,7 +726,7 @@ class Broadcaster(ReadModel):
             await self.deliveries.redis.xdel(self.deliveries.dead_key(channel), letter.entry_id)
         if requeued:
             await self.alerts.audit(
-                actor="cli", role="operator", action="requeue", obj=channel, result="ok", detail=str(requeued)
+                actor=actor, role=role, action="requeue", obj=channel, result="ok", detail=str(requeued)
             )
         return requeued
 

@@ -45,6 +45,9 @@ class ServerSettings:
     # Signs cadre and resident links. Unset: a random key is made once and kept in Redis, shared by every
     # process of the deployment. Set it (environment only) to keep links valid across a Redis rebuild.
     secret: str = _opt("", secret=True)
+    # Identical reads of an alert's reach view within this long are served one answer (read once from
+    # Redis, shared by every reader waiting for it).
+    read_cache_ttl: float = _opt(0.75, duration=True, min=0.0, max=10.0)
 
     @property
     def base_url(self) -> str:
@@ -84,6 +87,11 @@ class RedisSettings:
     namespace: str = _opt("warning", pattern=r"[A-Za-z0-9_.-]{1,64}")
     # fsync policy of the embedded server's append-only file.
     appendfsync: str = _opt("everysec", choices=("always", "everysec", "no"))
+    # Connections of the web readers' own pool (reach views, status), apart from the pool the fan-out and
+    # workers use: readers can never take a writer's connection. A reader that waits longer than
+    # `read_pool_timeout` for one gets 503 with Retry-After.
+    read_pool_size: int = _opt(20, min=1, max=1000)
+    read_pool_timeout: float = _opt(2.0, duration=True, min=0.01, max=60.0)
 
 
 @dataclass(frozen=True)
@@ -182,9 +190,20 @@ class WorkerSettings:
     # Channels that `warning serve` and `warning worker` run workers for.
     channels: str = _opt("sms,voice,wechat,wecom,speaker", pattern=r"[a-z]+(,[a-z]+)*")
     batch_size: int = _opt(200, min=1, max=1000)  # recipients per queued batch
-    max_attempts: int = _opt(6, min=1, max=50)  # then the delivery is dead-lettered
+    # Transient failures (429, 5xx, unreachable) are retried until the alert expires, each retry after
+    # up to base * 2^(n-1) (full jitter), at most `backoff_max`, never sooner than Retry-After. An alert
+    # that never expires is retried for `retry_window` after it was sent, then dead-lettered.
     backoff_base: float = _opt(2.0, duration=True, min=0.001, max=3600.0)
-    backoff_max: float = _opt(300.0, duration=True, min=0.001, max=86400.0)
+    backoff_max: float = _opt(60.0, duration=True, min=0.001, max=86400.0)
+    retry_window: float = _opt(86400.0, duration=True, min=1.0, max=30 * 86400.0)
+    # An ambiguous send (the request went out, no answer came) is looked up at the provider this long
+    # after it (receipts may settle it first), and resent only if the provider has no record of it.
+    reconcile_after: float = _opt(5.0, duration=True, min=0.01, max=3600.0)
+    # The circuit breaker per channel: opens after this many unhealthy answers in a row (5xx, timeouts,
+    # unreachable), rests `breaker_open` (doubling after each failed probe, up to `breaker_open_max`).
+    breaker_failures: int = _opt(10, min=1, max=10000)
+    breaker_open: float = _opt(5.0, duration=True, min=0.01, max=3600.0)
+    breaker_open_max: float = _opt(60.0, duration=True, min=0.01, max=86400.0)
     # A batch claimed but not acknowledged for this long belongs to a dead worker and is reclaimed.
     visibility_timeout: float = _opt(60.0, duration=True, min=0.1, max=3600.0)
 

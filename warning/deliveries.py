@@ -4,8 +4,10 @@ Per alert version and channel (DESIGN §3.2):
     alert:{id}:v{n}:d:{channel}   HASH recipient → state code (one field per delivery, never a key each)
     alert:{id}:v{n}:n:{channel}   HASH state name → count, kept as states change (views never scan)
     q:{channel}:hi | q:{channel}:lo   STREAMS of batches (red/orange in hi), consumer group "workers"
+    alert:{id}:v{n}:ledgers       SET of the version's ledgers (`sms`, `sms.task`, `voice.esc2`, …)
     retry:{channel}               ZSET due time → batch waiting for its backoff
-    dead:{channel}                STREAM of dead-lettered batches
+    reconcile:{channel}           ZSET due time → ambiguous sends to look up at the provider
+    dead:{channel}                STREAM of dead-lettered batches (permanent failures, and bugs)
 
 A recipient is queued at most once per (alert, version, channel) — `HSETNX` is the idempotency key
 `{alert}:{version}:{channel}:{recipient}` — so re-issuing, retrying or restarting never queues twice.
@@ -47,17 +49,19 @@ PENDING: Final = frozenset("qrs")
 # overwrites "delivered", and nothing leaves failed/expired/cancelled except a dead letter's requeue.
 _MOVES = {
     "s": "qr",
-    "r": "sS",  # S → r: a voice call that was busy or unanswered is placed again
-    "S": "s",
+    # S → r: a voice call that was busy or unanswered is placed again; A → r: an ambiguous send the
+    # provider has no record of is resent (once reconciled, never blindly).
+    "r": "sSA",
+    "S": "sA",  # A → S: reconciliation (or a "queued"/"sent" receipt) found the provider has it
     # r → D: a device reports `played` for a publish we thought had failed; F → D: a late "delivered"
     # receipt is stronger evidence than an earlier "undelivered".
     "D": "rsSAF",
     "A": "s",
     "F": "qrsSA",
-    "X": "qrs",
-    "C": "qr",
+    "X": "qrsA",  # A → X / A → C: an ambiguous send the provider never got, after expiry or cancel
+    "C": "qrA",
     "L": "qsr",
-    "q": "L",
+    "q": "LF",  # a dead letter (or a permanent failure the operator fixed) requeued
 }
 
 _LUA_MOVES = "{" + ",".join(f"['{new}']='{old}'" for new, old in _MOVES.items()) + "}"
@@ -83,10 +87,11 @@ end
 return table.concat(out)
 """
 
-# KEYS: states, counts, stream. ARGV: the batch JSON without recipients, then its recipients as one
+# KEYS: states, counts, stream, ledgers. ARGV: the batch JSON without recipients, then its recipients as one
 # JSON array of [id, address, language, text?] (one argument, not four per recipient: packing hundreds
 # of thousands of arguments was most of the client's CPU in a fan-out). An empty address records
-# "no_address". Queues only recipients never seen for this alert version.
+# "no_address". Queues only recipients never seen for this alert version; ARGV[3] (the ledger) is noted in
+# the version's ledger set, so cancel and expiry settle every ledger (task SMS, escalation calls, …).
 _ENQUEUE = """
 local fresh = {}
 local queued, skipped = 0, 0
@@ -104,6 +109,7 @@ if queued > 0 then
   redis.call('XADD', KEYS[3], '*', 'b', batch)
   redis.call('HINCRBY', KEYS[2], 'queued', queued)
 end
+if queued + skipped > 0 then redis.call('SADD', KEYS[4], ARGV[3]) end
 if skipped > 0 then redis.call('HINCRBY', KEYS[2], 'no_address', skipped) end
 return {queued, skipped}
 """
@@ -114,9 +120,7 @@ return {queued, skipped}
 # a newer version), "X" expired now, "-" skip (already sent or finished). A stop goes out for a cancelled
 # alert; an all-clear only for a cancelled one, until the control hash's `clear_until` (it may outlive
 # the alert's own expiry: the all-clear of a warning cancelled just before it expired still goes out).
-_CLAIM = f"""
-local moves = {_LUA_MOVES}
-local names = {_LUA_NAMES}
+_VERDICT = """
 local state = redis.call('HGET', KEYS[3], 'state')
 local current = redis.call('HGET', KEYS[3], 'version')
 local expires = tonumber(redis.call('HGET', KEYS[3], 'expires') or '')
@@ -131,6 +135,16 @@ else
   if ARGV[1] == '0' and current and current ~= ARGV[2] then target = 'C' end
   if expires and now >= expires then target = 'X' end
 end
+"""
+
+# The same arguments as the claim, without recipients: "s" while the batch may be sent, else the state
+# ("C"/"X") its recipients would be settled in. Read-only: the worker asks before spending rate tokens.
+_PEEK = _VERDICT + "return target"
+
+_CLAIM = f"""
+local moves = {_LUA_MOVES}
+local names = {_LUA_NAMES}
+{_VERDICT}
 local out = {{}}
 for i = 3, #ARGV do
   local rid = ARGV[i]
@@ -171,6 +185,7 @@ class Batch:
     attempt: int = 1
     action: str = "play"
     unexpected: int = 0  # adapter bugs so far; such failures are retried at most once
+    resent: int = 0  # 1 once an ambiguous send the provider had no record of was sent again
 
     @property
     def ledger(self) -> str:
@@ -189,6 +204,7 @@ class Batch:
                 "t": self.attempt,
                 "act": self.action,
                 "u": self.unexpected,
+                **({"rs": self.resent} if self.resent else {}),
             },
             ensure_ascii=False,
             separators=(",", ":"),
@@ -214,6 +230,7 @@ class Batch:
             attempt=int(d.get("t", 1)),
             action=d.get("act", "play"),
             unexpected=int(d.get("u", 0)),
+            resent=int(d.get("rs", 0)),
         )
 
     def with_recipients(self, recipients: Sequence[Recipient], **changes: Any) -> Batch:
@@ -245,6 +262,7 @@ class Deliveries:
         self._transition = redis.register_script(_TRANSITION)
         self._enqueue = redis.register_script(_ENQUEUE)
         self._claim = redis.register_script(_CLAIM)
+        self._peek = redis.register_script(_PEEK)
 
     # -- keys ---------------------------------------------------------------------------------------
 
@@ -260,8 +278,14 @@ class Deliveries:
     def stream_key(self, channel: str, urgent: bool) -> str:
         return self.keys.key("q", channel, "hi" if urgent else "lo")
 
+    def ledgers_key(self, alert_id: str, version: int) -> str:
+        return self.keys.key("alert", alert_id, f"v{version}", "ledgers")
+
     def retry_key(self, channel: str) -> str:
         return self.keys.key("retry", channel)
+
+    def reconcile_key(self, channel: str) -> str:
+        return self.keys.key("reconcile", channel)
 
     def dead_key(self, channel: str) -> str:
         return self.keys.key("dead", channel)
@@ -297,22 +321,36 @@ class Deliveries:
             self.states_key(batch.alert_id, batch.version, batch.ledger),
             self.counts_key(batch.alert_id, batch.version, batch.ledger),
             self.stream_key(batch.channel, urgent),
+            self.ledgers_key(batch.alert_id, batch.version),
         ]
 
     @staticmethod
     def _enqueue_args(batch: Batch) -> list[str]:
-        return [batch.header(), batch.recipients_json()]
+        return [batch.header(), batch.recipients_json(), batch.ledger]
 
-    async def claim(self, batch: Batch) -> str:
-        """Mark the batch's recipients `sending` if the alert is live; one decision code per recipient."""
-        keys = [
+    def _claim_keys(self, batch: Batch) -> list[str]:
+        return [
             self.states_key(batch.alert_id, batch.version, batch.ledger),
             self.counts_key(batch.alert_id, batch.version, batch.ledger),
             self.control_key(batch.alert_id),
         ]
-        mode = {"stop": "1", "clear": "2"}.get(batch.action, "0")
-        args = [mode, str(batch.version), *(r.id for r in batch.recipients)]
-        return str(await self._claim(keys=keys, args=args))
+
+    @staticmethod
+    def _claim_args(batch: Batch) -> list[str]:
+        return [{"stop": "1", "clear": "2"}.get(batch.action, "0"), str(batch.version)]
+
+    async def claim(self, batch: Batch) -> str:
+        """Mark the batch's recipients `sending` if the alert is live; one decision code per recipient."""
+        args = [*self._claim_args(batch), *(r.id for r in batch.recipients)]
+        return str(await self._claim(keys=self._claim_keys(batch), args=args))
+
+    async def verdict(self, batch: Batch) -> str:
+        """What a claim would decide for the batch now, changing nothing: "s" (may send), "C" or "X"."""
+        return str(await self._peek(keys=self._claim_keys(batch), args=self._claim_args(batch)))
+
+    async def ledgers(self, alert_id: str, version: int) -> list[str]:
+        """Every ledger anything was queued in for the alert version, sorted."""
+        return sorted(str(m) for m in await self.redis.smembers(self.ledgers_key(alert_id, version)))
 
     async def move(self, alert_id: str, version: int, channel: str, moves: Sequence[tuple[str, str]]) -> str:
         """Apply (recipient, new state code) moves that the state machine allows; "1"/"0" per move."""

@@ -13,9 +13,9 @@
     ├── BrokerError                   the MQTT broker is unreachable or refused to start
     ├── FetchError                    a feed or CAP document was refused or could not be fetched or read (names `url`)
     ├── DeliveryError                 a channel could not deliver (raised by channel adapters only)
-    │   ├── TransientDeliveryError    worth retrying, possibly after `retry_after` seconds
+    │   ├── TransientDeliveryError    worth retrying (until the alert expires), after `retry_after` seconds
     │   ├── PermanentDeliveryError    never retry (bad number, unsubscribed, …)
-    │   └── AmbiguousDeliveryError    the request may have reached the provider (timeout after sending)
+    │   └── AmbiguousDeliveryError    the request may have reached the provider: looked up, then resent
     └── AlertError                    an alert operation is not possible in its state
         └── AlertNotFound             no alert has this id
 
@@ -100,9 +100,12 @@ class DeliveryError(WarningError):
 class TransientDeliveryError(DeliveryError):
     """A delivery failed in a way worth retrying."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, unhealthy: bool = True) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        # False when the provider answered and only asked us to slow down (429): it counts against its
+        # circuit breaker only when it is failing (5xx, unreachable, timing out).
+        self.unhealthy = unhealthy
 
 
 class PermanentDeliveryError(DeliveryError):
@@ -110,7 +113,7 @@ class PermanentDeliveryError(DeliveryError):
 
 
 class AmbiguousDeliveryError(DeliveryError):
-    """The request may or may not have reached the provider: record it, never blindly resend."""
+    """The request may or may not have reached the provider: reconciled (looked up) before any resend."""
 
 
 class AlertError(WarningError):

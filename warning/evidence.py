@@ -97,12 +97,15 @@ class Evidence:
     # -- provider receipts --------------------------------------------------------------------------
 
     async def delivery(self, key: str, code: str) -> bool:
-        """A receipt: move the delivery to `code` (D or F) and record it for the resident. False if unknown."""
+        """A receipt: move the delivery to `code` (S, D or F) and record it for the resident. False if
+        unknown. An S ("queued", "sent") moves only a send the worker recorded as ambiguous."""
         parts = split_key(key)
         if parts is None:
             return False
         alert_id, version, ledger, recipient = parts
-        await self.deliveries.move(alert_id, version, ledger, [(recipient, code)])
+        moved = await self.deliveries.move(alert_id, version, ledger, [(recipient, code)])
+        if code == "S" and moved != "1":
+            return True  # the worker recorded "sent" already (and told the reach ledger)
         if recipient.startswith("r:") and ledger in RESIDENT_SOURCES:
             await self.reach.record(alert_id, ledger, code, [recipient[2:]])
         return True

@@ -1,11 +1,23 @@
-"""Workers: consume a channel's queue, send through the channel, record outcomes, retry or dead-letter.
+"""Workers: consume a channel's queue, send through the channel, record outcomes, retry, reconcile.
 
-One consumer group per channel stream; any number of workers on any number of hosts. For each batch:
-take rate-limit tokens → claim (queued → sending, atomically refused after a cancel or `expires`) →
-send → record sent / failed / ambiguous → schedule transient failures for a retry with exponential
-backoff and full jitter (never sooner than the provider's `retry_after`) → acknowledge and delete the
-entry. A worker that dies leaves its entries pending; another reclaims them with XAUTOCLAIM once they
-have been idle for `worker.visibility_timeout`, and skips every recipient already sent.
+One consumer group per channel stream; any number of workers on any number of hosts. For each chunk of
+a batch: ask the channel's circuit breaker (open: the batch is put back for when it closes) → peek at
+the alert (cancelled, superseded or expired: the recipients are settled at once, without spending rate
+tokens) → take rate-limit tokens → claim (queued → sending, atomically refused after a cancel or
+`expires`) → make sure the entry is still ours (a worker paused past `visibility_timeout` lost it to
+another and must not send) → send → record what happened:
+
+    sent        the provider accepted it
+    transient   retried with exponential backoff and full jitter (never sooner than `retry_after`), for
+                as long as the alert lasts: a retry that would fall after `expires` is recorded expired
+    ambiguous   the request went out and no answer came: looked up at the provider after
+                `reconcile_after` (found: sent; not found: resent once more, flagged; the provider cannot
+                tell: resent once)
+    permanent   failed, and dead-lettered so that `warning deadletters` shows it
+
+then acknowledge and delete the entry. A worker that dies leaves its entries pending; another reclaims
+them with XAUTOCLAIM once they have been idle for `worker.visibility_timeout`, and skips every recipient
+already sent.
 """
 
 from __future__ import annotations
@@ -19,15 +31,18 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from warning.alerts import AlertStore
-from warning.channels.base import Channel, DeliveryResult, Message, Outcome
+from warning.channels.base import NOT_FOUND, UNKNOWN, Channel, DeliveryResult, Message, Outcome
+from warning.channels.breaker import CircuitBreaker
 from warning.config import WorkerSettings
 from warning.deliveries import GROUP, Batch, Deliveries, Recipient
+from warning.errors import TransientDeliveryError
 from warning.fanout import ALL_CLEAR, ALL_CLEAR_ACTION, Texts
 from warning.model import Alert
 from warning.ratelimit import RateLimiter
@@ -49,6 +64,32 @@ for _, member in ipairs(due) do
 end
 return #due
 """
+
+
+# KEYS: a zset of due work. ARGV: limit, lease seconds. Returns the members that are due, each pushed back
+# by the lease: work taken by a worker that dies on it comes due again instead of being lost.
+_LEASE_DUE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), member) end
+return due
+"""
+
+# KEYS: stream. ARGV: group, entry id, consumer. 1 (and its idle time reset) if the entry is still
+# pending with this consumer; 0 if another worker took it over (or it is gone): never steal it back.
+_KEEP = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
+"""
+
+RECONCILE_LEASE = 60.0  # seconds a reconciliation is held by the worker doing it
+
+
+class _TakenOver(Exception):
+    """The batch's stream entry now belongs to another worker (this one was paused or cut off)."""
 
 
 def backoff(attempt: int, settings: WorkerSettings, retry_after: float | None, rng: random.Random) -> float:
@@ -91,7 +132,14 @@ class ChannelWorker:
         self.redis: Redis = deliveries.redis
         self.streams = [deliveries.stream_key(channel.name, True), deliveries.stream_key(channel.name, False)]
         self._due = self.redis.register_script(_DUE)
+        self._lease_due = self.redis.register_script(_LEASE_DUE)
+        self._keep = self.redis.register_script(_KEEP)
         self._rng = random.Random()
+        self.breaker = CircuitBreaker(
+            failures=settings.breaker_failures,
+            open_for=settings.breaker_open,
+            open_max=settings.breaker_open_max,
+        )
         # Backpressure: room is reserved for a whole batch *before* reading one, so a slow provider
         # leaves entries in the stream (where any worker can take them), never idle in our hands.
         self._slots = max(1, channel.limits.max_in_flight // settings.batch_size)
@@ -114,6 +162,7 @@ class ChannelWorker:
             asyncio.create_task(self._reclaim_loop(stop), name=f"{self.channel.name}-reclaim"),
             asyncio.create_task(self._retry_loop(stop), name=f"{self.channel.name}-retry"),
             asyncio.create_task(self._heartbeat_loop(stop), name=f"{self.channel.name}-heartbeat"),
+            asyncio.create_task(self._reconcile_loop(stop), name=f"{self.channel.name}-reconcile"),
         ]
         try:
             await stop.wait()
@@ -155,11 +204,47 @@ class ChannelWorker:
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         async def step() -> None:
-            await self.redis.hset(
-                self.deliveries.keys.key("workers"), f"{self.channel.name}:{self.consumer}", str(time.time())
-            )
+            name = f"{self.channel.name}:{self.consumer}"
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(self.deliveries.keys.key("workers"), name, str(time.time()))
+                pipe.hset(self.deliveries.keys.key("breakers"), name, self._breaker_json())
+                await pipe.execute()
 
         await self._forever(stop, step, 5)
+
+    def _breaker_json(self) -> str:
+        b = self.breaker
+        return json.dumps(
+            {
+                "state": b.state.value,
+                "opened": b.opened,
+                "retry_in": round(b.remaining(), 1),
+                "ts": time.time(),
+            }
+        )
+
+    async def _note_breaker(self, changed: bool) -> None:
+        """Log and publish a change of the breaker's state (for `/readyz` and the metrics)."""
+        if not changed:
+            return
+        b = self.breaker
+        log.warning(
+            "circuit breaker of %s is %s",
+            self.channel.name,
+            b.state.value,
+            extra={"channel": self.channel.name, "breaker": b.state.value, "retry_in": b.remaining()},
+        )
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.hset(
+                self.deliveries.keys.key("breakers"),
+                f"{self.channel.name}:{self.consumer}",
+                self._breaker_json(),
+            )
+
+    async def _reconcile_loop(self, stop: asyncio.Event) -> None:
+        await self._forever(
+            stop, self._reconcile_once, max(0.05, min(1.0, self.settings.reconcile_after / 2))
+        )
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -230,10 +315,12 @@ class ChannelWorker:
             if alert is None:
                 log.error("batch for unknown alert dropped", extra={"alert": batch.alert_id})
             else:
-                chunk = max(1, min(self.limiter.burst, self.channel.limits.max_in_flight))
-                for start in range(0, len(batch.recipients), chunk):
-                    await self._send_chunk(alert, batch, batch.recipients[start : start + chunk])
+                await self._send_batch(alert, batch, (stream, entry_id))
             await self._finish(stream, entry_id)
+        except _TakenOver:
+            # Paused (or cut off from Redis) past the visibility timeout: another worker has the entry now
+            # and sends what is left of it. Nothing more is sent, recorded or acknowledged from here.
+            log.warning("batch taken over by another worker; not sent from here", extra={"entry": entry_id})
         except (RedisError, OSError) as exc:
             # Left pending: the reclaimer (ours or another worker's) picks it up again.
             log.warning("batch left for reclaim: %s", exc, extra={"entry": entry_id})
@@ -269,12 +356,17 @@ class ChannelWorker:
         await self._finish(stream, entry_id)
 
     async def _keep_claimed(self, stream: str, entry_id: str) -> None:
-        """Reset the entry's idle time while we work on it, so no live batch is reclaimed by another worker."""
+        """Reset the entry's idle time while we work on it, so no live batch is reclaimed by another worker
+        (and never take it back from one that reclaimed it while we were paused)."""
         interval = max(0.1, self.settings.visibility_timeout / 3)
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(RedisError):
-                await self.redis.xclaim(stream, GROUP, self.consumer, 0, [entry_id], justid=True)
+            with contextlib.suppress(RedisError, OSError):
+                if not await self._still_ours(stream, entry_id):
+                    return
+
+    async def _still_ours(self, stream: str, entry_id: str) -> bool:
+        return bool(int(await self._keep(keys=[stream], args=[GROUP, entry_id, self.consumer])))
 
     async def _finish(self, stream: str, entry_id: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -293,15 +385,58 @@ class ChannelWorker:
             self._alerts[key] = alert
         return self._alerts[key]
 
-    async def _send_chunk(self, alert: Alert, batch: Batch, recipients: Sequence[Recipient]) -> None:
+    async def _send_batch(self, alert: Alert, batch: Batch, entry: tuple[str, str]) -> None:
+        """Send the batch chunk by chunk, as the breaker, the alert's state and the rate allow."""
+        chunk = max(1, min(self.limiter.burst, self.channel.limits.max_in_flight))
+        remaining = list(batch.recipients)
+        while remaining:
+            wait, probe = self.breaker.admit()
+            if wait:
+                # The provider is resting: the rest goes back to the retry queue (as it is: no attempt is
+                # spent) for when the breaker lets a probe through.
+                await self._schedule(batch.with_recipients(remaining), wait)
+                return
+            part, remaining = remaining[: 1 if probe else chunk], remaining[1 if probe else chunk :]
+            verdict = await self.deliveries.verdict(batch)
+            if verdict != "s":
+                # Cancelled, superseded or expired: settle everything left at once, no rate tokens spent.
+                await self.deliveries.claim(batch.with_recipients(part + remaining))
+                if probe:
+                    self.breaker.release_probe()
+                return
+            sent = await self._send_chunk(alert, batch, part, entry)
+            if probe and not sent:
+                self.breaker.release_probe()
+
+    async def _send_chunk(
+        self, alert: Alert, batch: Batch, recipients: Sequence[Recipient], entry: tuple[str, str]
+    ) -> bool:
+        """Claim and send one chunk; False if nothing in it was sent (settled or sent before)."""
         await self.limiter.take(len(recipients))
         decisions = await self.deliveries.claim(batch.with_recipients(recipients))
         to_send = [r for r, decision in zip(recipients, decisions, strict=True) if decision == "s"]
         if not to_send:
-            return
+            return False
+        if not await self._still_ours(*entry):
+            raise _TakenOver
         messages = [await self._message(alert, batch, r) for r in to_send]
+        since = datetime.now(UTC)
         results = await self.channel.send(messages)
-        await self._record(batch, to_send, results)
+        changed = False
+        for result in results:
+            healthy = result.healthy
+            if healthy is not None:
+                changed = self.breaker.record(healthy) or changed
+        await self._note_breaker(changed)
+        await self._record(alert, batch, to_send, results, since)
+        return True
+
+    async def _schedule(self, batch: Batch, delay: float) -> None:
+        """Put a batch in the retry queue, due in `delay` seconds (then back in its stream)."""
+        urgent = "h" if self._urgent(batch) else "l"
+        await self.redis.zadd(
+            self.deliveries.retry_key(self.channel.name), {f"{urgent}:{batch.to_json()}": time.time() + delay}
+        )
 
     async def _message(self, alert: Alert, batch: Batch, recipient: Recipient) -> Message:
         text = recipient.text
@@ -325,13 +460,20 @@ class ChannelWorker:
             repeat=self.repeat,
             attempt=batch.attempt,
             audience=batch.audience,
+            resend=bool(batch.resent),
         )
 
     async def _record(
-        self, batch: Batch, sent: Sequence[Recipient], results: Sequence[DeliveryResult]
+        self,
+        alert: Alert,
+        batch: Batch,
+        sent: Sequence[Recipient],
+        results: Sequence[DeliveryResult],
+        since: datetime,
     ) -> None:
         moves: list[tuple[str, str]] = []
         retry: list[Recipient] = []
+        ambiguous: list[Recipient] = []
         dead: list[tuple[Recipient, str]] = []
         retry_after = 0.0
         bug = False
@@ -342,19 +484,30 @@ class ChannelWorker:
                 moves.append((recipient.id, "X"))
             elif result.outcome is Outcome.AMBIGUOUS:
                 moves.append((recipient.id, "A"))
-                log.warning("ambiguous send recorded, not resent", extra={"delivery": recipient.id})
+                ambiguous.append(recipient)
             elif result.outcome is Outcome.PERMANENT:
                 moves.append((recipient.id, "F"))
+                dead.append((recipient, result.detail))
             elif result.unexpected and batch.unexpected >= 1:
-                moves.append((recipient.id, "F"))  # an adapter bug twice: stop, it is logged
-            elif batch.attempt >= self.settings.max_attempts:
-                moves.append((recipient.id, "L"))
+                moves.append((recipient.id, "L"))  # an adapter bug twice: stop, it is logged
                 dead.append((recipient, result.detail))
             else:
-                moves.append((recipient.id, "r"))
                 retry.append(recipient)
                 retry_after = max(retry_after, result.retry_after or 0.0)
                 bug = bug or result.unexpected
+        delay = backoff(batch.attempt, self.settings, retry_after or None, self._rng)
+        if retry:
+            # Retried for as long as the warning lasts; a retry that would go out after it is expired now.
+            due = time.time() + delay
+            if alert.expires is not None and due >= alert.expires.timestamp():
+                moves.extend((r.id, "X") for r in retry)
+                retry = []
+            elif alert.expires is None and due >= alert.sent.timestamp() + self.settings.retry_window:
+                moves.extend((r.id, "L") for r in retry)
+                dead.extend((r, "retry_window") for r in retry)
+                retry = []
+            else:
+                moves.extend((r.id, "r") for r in retry)
         await self.deliveries.move(batch.alert_id, batch.version, batch.ledger, moves)
         accepted = [
             (r, result) for r, result in zip(sent, results, strict=True) if result.outcome is Outcome.SENT
@@ -366,24 +519,110 @@ class ChannelWorker:
             again = batch.with_recipients(
                 retry, attempt=batch.attempt + 1, unexpected=batch.unexpected + int(bug)
             )
-            delay = backoff(batch.attempt, self.settings, retry_after or None, self._rng)
-            urgent = "h" if self._urgent(batch) else "l"
-            await self.redis.zadd(
-                self.deliveries.retry_key(self.channel.name),
-                {f"{urgent}:{again.to_json()}": time.time() + delay},
+            await self._schedule(again, delay)
+        if ambiguous:
+            log.warning(
+                "ambiguous sends: to be looked up at the provider",
+                extra={"alert": batch.alert_id, "channel": batch.ledger, "count": len(ambiguous)},
             )
+            await self._reconcile_later(batch.with_recipients(ambiguous), since, tries=0)
         if dead:
-            reasons = sorted({reason for _, reason in dead})
-            gone = batch.with_recipients([r for r, _ in dead])
-            await self.redis.xadd(
-                self.deliveries.dead_key(self.channel.name),
-                {
-                    "b": gone.to_json(),
-                    "reason": json.dumps(reasons, ensure_ascii=False),
-                    "ts": str(time.time()),
-                },
+            await self._dead_letter(
+                batch.with_recipients([r for r, _ in dead]), sorted({why for _, why in dead})
             )
-            log.error("deliveries dead-lettered", extra={"alert": batch.alert_id, "count": len(dead)})
+
+    async def _dead_letter(self, batch: Batch, reasons: Sequence[str]) -> None:
+        await self.redis.xadd(
+            self.deliveries.dead_key(self.channel.name),
+            {
+                "b": batch.to_json(),
+                "reason": json.dumps(list(reasons), ensure_ascii=False),
+                "ts": str(time.time()),
+            },
+        )
+        log.error(
+            "deliveries dead-lettered",
+            extra={"alert": batch.alert_id, "channel": batch.ledger, "count": len(batch.recipients)},
+        )
+
+    # -- reconciling ambiguous sends ----------------------------------------------------------------
+
+    async def _reconcile_later(self, batch: Batch, since: datetime, *, tries: int) -> None:
+        delay = (
+            self.settings.reconcile_after if tries == 0 else backoff(tries, self.settings, None, self._rng)
+        )
+        member = json.dumps(
+            {"since": since.timestamp(), "n": tries, "b": batch.to_json()}, ensure_ascii=False
+        )
+        await self.redis.zadd(self.deliveries.reconcile_key(self.channel.name), {member: time.time() + delay})
+
+    async def _reconcile_once(self) -> None:
+        key = self.deliveries.reconcile_key(self.channel.name)
+        due: Any = await self._lease_due(keys=[key], args=[50, RECONCILE_LEASE])
+        for member in due or []:
+            await self._reconcile(str(member))
+            await self.redis.zrem(key, member)
+
+    async def _reconcile(self, member: str) -> None:
+        """Settle the ambiguous sends of one entry: found at the provider → sent; not found → resent
+        (flagged); the provider cannot tell → resent once; the provider cannot be asked → later."""
+        entry = json.loads(member)
+        batch = Batch.from_json(entry["b"])
+        since = datetime.fromtimestamp(float(entry["since"]), UTC)
+        states = await self.deliveries.states_of(batch)
+        open_ones = [r for r in batch.recipients if states.get(r.id) == "A"]  # receipts may have settled some
+        alert = await self._alert(batch)
+        if not open_ones or alert is None:
+            return
+        wait, _ = self.breaker.admit()
+        if wait:
+            await self._reconcile_later(batch.with_recipients(open_ones), since, tries=int(entry["n"]) + 1)
+            return
+        verdict = await self.deliveries.verdict(batch)
+        moves: list[tuple[str, str]] = []
+        found: list[tuple[Recipient, DeliveryResult]] = []
+        resend: list[Recipient] = []
+        for index, recipient in enumerate(open_ones):
+            message = await self._message(alert, batch, recipient)
+            try:
+                provider_id = await self.channel.lookup(message, since)
+            except TransientDeliveryError as exc:
+                await self._note_breaker(self.breaker.record(False))
+                log.warning(
+                    "ambiguous send: the provider cannot be asked now (%s)",
+                    exc,
+                    extra={"delivery": message.key},
+                )
+                await self._reconcile_later(
+                    batch.with_recipients(open_ones[index:]), since, tries=int(entry["n"]) + 1
+                )
+                break
+            await self._note_breaker(self.breaker.record(True))
+            if provider_id is not UNKNOWN and provider_id != NOT_FOUND:
+                moves.append((recipient.id, "S"))
+                found.append((recipient, DeliveryResult(message.key, Outcome.SENT, provider_id=provider_id)))
+            elif verdict != "s":
+                # Cancelled or expired since: nothing more goes out. Unknown stays ambiguous (it may have gone).
+                if provider_id == NOT_FOUND:
+                    moves.append((recipient.id, verdict))
+            elif provider_id == NOT_FOUND or not batch.resent:
+                moves.append((recipient.id, "r"))
+                resend.append(recipient)
+            else:
+                log.error(
+                    "ambiguous send stays ambiguous: the provider cannot be asked and it was resent once",
+                    extra={"delivery": message.key},
+                )
+        await self.deliveries.move(batch.alert_id, batch.version, batch.ledger, moves)
+        if found:
+            for hook in self.on_sent:
+                await hook(batch, found)
+        if resend:
+            log.warning(
+                "ambiguous sends the provider has no record of: sent again",
+                extra={"alert": batch.alert_id, "channel": batch.ledger, "count": len(resend)},
+            )
+            await self._schedule(batch.with_recipients(resend, attempt=batch.attempt + 1, resent=1), 0.0)
 
     def _urgent(self, batch: Batch) -> bool:
         alert = self._alerts.get((batch.alert_id, batch.version))

@@ -210,7 +210,7 @@ async def test_flaky_provider_everyone_once(
     """With 30% of requests answered 429 or 5xx, every phone still gets exactly one SMS."""
     sandbox, twilio = twilio_sandbox
     sandbox.set_faults(error_rate=0.15, rate_limit_rate=0.15, retry_after=0.1)
-    settings = engine_settings(sample_store, twilio, max_attempts=30)
+    settings = engine_settings(sample_store, twilio)
     async with engine(settings, sample_store, broker, channels=("sms",)) as running:
         alert, _ = await running.broadcaster.issue(orange(area="331099101201"))
         counts = await settle(running.broadcaster, alert.id, within=120, channels=("sms",))
@@ -220,6 +220,7 @@ async def test_flaky_provider_everyone_once(
     assert set(sent_to) == expected and max(sent_to.values()) == 1
     assert counts["sms"]["sent"] == len(expected)
     assert sandbox.requests > len(expected), "the faults were exercised"
+    assert await running.broadcaster.dead_letters("sms") == []
 
 
 async def test_too_long_sms_fails_the_issue(
@@ -240,37 +241,30 @@ async def test_dead_letters_then_requeue(
     broker: BrokerAddress,
     county: County,
 ) -> None:
-    """A provider failing every attempt dead-letters after worker.max_attempts; a requeue then delivers them."""
+    """Numbers the provider refuses (21211) are failed and dead-lettered at once, never retried; once the
+    numbers are fixed at the provider, a requeue delivers them."""
     sandbox, twilio = twilio_sandbox
-    sandbox.set_faults(error_rate=1.0)
-    settings = engine_settings(sample_store, twilio, max_attempts=2)
     area = "331099101201"
+    phones = {r["phone"] for r in county.residents if r["village"].startswith(area) and r["phone"]}
+    healthy = sandbox.directory
+    sandbox.directory = replace(healthy, invalid=healthy.invalid | frozenset(phones))
+    settings = engine_settings(sample_store, twilio)
     async with engine(settings, sample_store, broker, channels=("sms",)) as running:
-        alert, _ = await running.broadcaster.issue(orange(area=area))
+        alert, _ = await running.broadcaster.issue(orange(area=area, audiences=("public",)))
         counts = await settle(running.broadcaster, alert.id, channels=("sms",))
-        expected = len(county.phones_in(area))
-        assert counts["sms"].get("dead") == expected and counts["sms"].get("sent", 0) == 0
-        deadline = time.monotonic() + 20
-        while True:  # the task link is its own ledger: it may reach its last attempt a moment later
-            letters = await running.broadcaster.dead_letters("sms")
-            links = sum(
-                len(letter.batch.recipients) for letter in letters if letter.batch.ledger == "sms.task"
-            )
-            if links or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
-        warnings = [letter for letter in letters if letter.batch.ledger == "sms"]
-        assert sum(len(letter.batch.recipients) for letter in warnings) == expected
-        assert links == 1  # the village's cadre's task link went the same way
-        assert all(letter.batch.attempt == 2 for letter in letters)
+        assert counts["sms"].get("failed") == len(phones) and counts["sms"].get("sent", 0) == 0
+        letters = await running.broadcaster.dead_letters("sms")
+        assert sorted(r.address for letter in letters for r in letter.batch.recipients) == sorted(phones)
+        assert all("21211" in letter.reason for letter in letters)
+        assert sandbox.requests == len(phones), "a refused number is asked once, never retried"
         assert sandbox.messages == []
 
-        sandbox.set_faults(error_rate=0.0)
-        assert await running.broadcaster.requeue_dead("sms") == expected + links
-        counts = await settle(running.broadcaster, alert.id, channels=("sms", "sms.task"))
-    assert counts["sms"].get("sent") == expected and counts["sms"].get("dead", 0) == 0
+        sandbox.directory = healthy
+        assert await running.broadcaster.requeue_dead("sms") == len(phones)
+        counts = await settle(running.broadcaster, alert.id, channels=("sms",))
+    assert counts["sms"].get("sent") == len(phones) and counts["sms"].get("failed", 0) == 0
     assert await running.broadcaster.dead_letters("sms") == []
-    assert len(sandbox.messages) == expected + links
+    assert sorted(m.to for m in sandbox.messages) == sorted(phones)
 
 
 async def test_red_goes_before_blue(

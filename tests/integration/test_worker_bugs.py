@@ -17,7 +17,7 @@ from warning.ratelimit import RateLimiter
 from warning.store import Store
 from warning.worker import ChannelWorker
 
-SETTINGS = WorkerSettings(backoff_base=0.01, backoff_max=0.05, visibility_timeout=1.0, max_attempts=5)
+SETTINGS = WorkerSettings(backoff_base=0.01, backoff_max=0.05, visibility_timeout=1.0)
 
 
 class ExplodingSend:
@@ -101,9 +101,12 @@ async def test_a_send_that_raises_is_retried_once_then_dead_lettered(store: Stor
     assert "adapter bug" in fields["reason"]
 
 
-async def test_an_adapter_bug_is_retried_once_then_failed(store: Store) -> None:
-    """deliver() raising an unexpected exception is retried once, then the delivery is failed, never looping."""
+async def test_an_adapter_bug_is_retried_once_then_dead_lettered(store: Store) -> None:
+    """deliver() raising an unexpected exception is retried once, then the delivery is a dead letter (for an
+    operator to see and requeue), never looping."""
     BuggyDeliver.calls = 0
-    _, states = await _run(store, BuggyDeliver(), 2)
-    assert set(states.values()) == {"failed"}
+    deliveries, states = await _run(store, BuggyDeliver(), 2)
+    assert set(states.values()) == {"dead"}
     assert BuggyDeliver.calls == 4  # two recipients, two tries each
+    [(_, fields)] = await store.redis.xrange(deliveries.dead_key("sms"))
+    assert "KeyError" in fields["reason"]

@@ -2,7 +2,8 @@
 
 Every adapter subclasses `BaseChannel` and implements only `deliver(message) -> provider_id`, raising
 `TransientDeliveryError` (with `retry_after`), `PermanentDeliveryError` or `AmbiguousDeliveryError`
-at its edge. The `@final` `send` owns what no adapter may skip: the expiry check right before the
+at its edge; an adapter whose provider can list what it accepted also implements `lookup`, which the
+worker uses to reconcile ambiguous sends. The `@final` `send` owns what no adapter may skip: the expiry check right before the
 provider call, bounded concurrency, and turning every outcome — including bugs — into data.
 """
 
@@ -15,7 +16,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, final
+from typing import Final, Protocol, final
 
 from warning.errors import AmbiguousDeliveryError, PermanentDeliveryError, TransientDeliveryError
 from warning.model import Level
@@ -58,6 +59,7 @@ class Message:
     repeat: int = 1  # loudspeakers: how many times to play
     attempt: int = 1  # which attempt this is for the recipient (voice: which call)
     audience: str = ""  # the audience the recipient was reached as
+    resend: bool = False  # an ambiguous earlier send the provider had no record of, sent again
 
 
 class Outcome(enum.StrEnum):
@@ -76,6 +78,20 @@ class DeliveryResult:
     detail: str = ""
     retry_after: float | None = None
     unexpected: bool = False  # an adapter bug, not a provider answer: retried at most once
+    unhealthy: bool = False  # the provider failed us (5xx, unreachable, no answer), not just refused
+
+    @property
+    def healthy(self) -> bool | None:
+        """What this result says of the provider's health, for its circuit breaker (None: nothing)."""
+        if self.outcome is Outcome.EXPIRED or self.unexpected:
+            return None
+        return not self.unhealthy
+
+
+# What a provider says of an ambiguous send: it has it (its id), it has not, or it cannot tell us.
+NOT_FOUND: Final = ""
+UNKNOWN: Final = None
+Found = str | None  # a provider id, NOT_FOUND, or UNKNOWN (the provider has no lookup)
 
 
 class Channel(Protocol):
@@ -95,6 +111,14 @@ class Channel(Protocol):
         """Return if the provider is reachable now; raise a `DeliveryError` saying why not."""
         ...
 
+    async def lookup(self, message: Message, since: datetime) -> Found:
+        """Did the provider accept `message` (sent at or after `since`)? Its id, NOT_FOUND or UNKNOWN.
+
+        Raises:
+            TransientDeliveryError: the provider cannot be asked now.
+        """
+        ...
+
 
 class BaseChannel(abc.ABC):
     """Adapters subclass this and implement `deliver`; `send` is final and does the bookkeeping."""
@@ -111,6 +135,14 @@ class BaseChannel(abc.ABC):
 
     async def check(self) -> None:  # noqa: B027 - optional hook
         """Raise a `DeliveryError` if the provider cannot be reached now."""
+
+    async def lookup(self, message: Message, since: datetime) -> Found:
+        """Adapters whose provider lists what it accepted override this; by default nothing is known.
+
+        Raises:
+            TransientDeliveryError: the provider cannot be asked now.
+        """
+        return UNKNOWN
 
     @abc.abstractmethod
     async def deliver(self, message: Message) -> str:
@@ -136,12 +168,16 @@ class BaseChannel(abc.ABC):
                     provider_id = await self.deliver(message)
                 except TransientDeliveryError as exc:
                     return DeliveryResult(
-                        message.key, Outcome.TRANSIENT, detail=str(exc), retry_after=exc.retry_after
+                        message.key,
+                        Outcome.TRANSIENT,
+                        detail=str(exc),
+                        retry_after=exc.retry_after,
+                        unhealthy=exc.unhealthy,
                     )
                 except PermanentDeliveryError as exc:
                     return DeliveryResult(message.key, Outcome.PERMANENT, detail=str(exc))
                 except AmbiguousDeliveryError as exc:
-                    return DeliveryResult(message.key, Outcome.AMBIGUOUS, detail=str(exc))
+                    return DeliveryResult(message.key, Outcome.AMBIGUOUS, detail=str(exc), unhealthy=True)
                 except Exception as exc:
                     log.exception(
                         "channel %s failed unexpectedly", self.name, extra={"delivery": message.key}

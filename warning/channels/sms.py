@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from warning.channels.base import Capability, ChannelLimits, Message
+from warning.channels.base import NOT_FOUND, Capability, ChannelLimits, Found, Message
 from warning.channels.twilio_http import TwilioApi, TwilioChannel
 from warning.config import SmsSettings, TwilioSettings
+from warning.errors import AmbiguousDeliveryError, PermanentDeliveryError, TransientDeliveryError
 from warning.i18n import t
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1600  # characters Twilio accepts in one concatenated message
 MIN_VALIDITY, MAX_VALIDITY = 1, 36000  # seconds Twilio accepts as ValidityPeriod
+LOOKUP_DEPTH = 20  # most recent messages to a number searched when reconciling an ambiguous send
+CLOCK_SKEW = timedelta(minutes=2)  # Twilio's clock against ours
 
 
 def _validity_period(expires: datetime | None) -> int | None:
@@ -76,3 +79,29 @@ class SmsChannel(TwilioChannel):
             fields["validity_period"] = validity
         created = await self._api.request(message, lambda client: client.messages.create_async(**fields))
         return str(created.sid)
+
+    async def lookup(self, message: Message, since: datetime) -> Found:
+        """Find the message in Twilio's Message list (newest first, filtered by To and From): the one with
+        this body created at or after `since` (less `CLOCK_SKEW`). Returns its sid, or NOT_FOUND.
+
+        Raises:
+            TransientDeliveryError: Twilio cannot be asked now (it times out, is down, or refuses).
+        """
+        earliest = since - CLOCK_SKEW
+
+        async def recent(client: Any) -> list[Any]:
+            return list(
+                await client.messages.list_async(
+                    to=message.address, from_=self._twilio.from_number, limit=LOOKUP_DEPTH
+                )
+            )
+
+        try:
+            listed = await self._api.request(message, recent)
+        except (AmbiguousDeliveryError, PermanentDeliveryError) as exc:
+            raise TransientDeliveryError(str(exc)) from exc
+        for item in listed:
+            created = item.date_created
+            if item.body == message.text and (created is None or created >= earliest):
+                return str(item.sid)
+        return NOT_FOUND

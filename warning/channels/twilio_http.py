@@ -259,7 +259,7 @@ class TwilioApi:
         detail = f"Twilio HTTP {status} code {code}"
         where = {"delivery": message.key, "twilio_code": code, "http_status": status}
         if status == 429 or code == _RATE_CODE:
-            return TransientDeliveryError(detail, retry_after=_retry_after(exchange.headers))
+            return TransientDeliveryError(detail, retry_after=_retry_after(exchange.headers), unhealthy=False)
         if status in _CONFIG_STATUSES or code == _AUTH_CODE:
             self._log.error(
                 "Twilio refused the account (HTTP %s, code %s): check twilio.account_sid, "

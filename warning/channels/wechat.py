@@ -259,8 +259,8 @@ class _WeixinChannel(BaseChannel):
             code=code,
         )
         where = {"delivery": message.key, "errcode": code}
-        if code in LIMIT_CODES:
-            return TransientDeliveryError(detail, retry_after=LIMIT_RETRY_AFTER)
+        if code in LIMIT_CODES:  # a frequency limit: the platform is healthy, we slow down
+            return TransientDeliveryError(detail, retry_after=LIMIT_RETRY_AFTER, unhealthy=False)
         if code in TOKEN_CODES or code == SYSTEM_BUSY:
             return TransientDeliveryError(detail)
         if code == INVALID_TEMPLATE:

@@ -1,7 +1,8 @@
 """The Twilio sandbox: Twilio's Messages and Calls APIs emulated over real HTTP, for drills, demos and tests.
 
 It answers what the twilio library and our SMS and voice channels send — `POST /2010-04-01/Accounts/
-{sid}/Messages.json` with HTTP Basic auth, `GET …/Messages/{sid}.json`, `POST …/Calls.json`,
+{sid}/Messages.json` with HTTP Basic auth, `GET …/Messages/{sid}.json`, `GET …/Messages.json` (the
+list, newest first, filtered by `To`/`From`, paged by `PageSize`/`Page`), `POST …/Calls.json`,
 `GET …/Calls/{sid}.json`, `GET /2010-04-01/Accounts/{sid}.json` — with Twilio's JSON shapes and error
 codes, and later POSTs signed status callbacks (sent, then delivered / undelivered / failed). Calls are
 played out by simulated callees (`twilio_calls`): they ring, answer or not, fetch the call's TwiML and
@@ -30,6 +31,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
@@ -97,6 +99,8 @@ class TwilioSandbox:
         self.in_flight = 0  # API requests being handled now
         self.peak_in_flight = 0
         self._by_sid: dict[str, SandboxMessage] = {}
+        self._by_to: dict[str, list[SandboxMessage]] = {}
+        self.lists = 0  # message list requests received (reconciliation lookups)
         self._by_content: Counter[tuple[str, str]] = Counter()
         self._rng = random.Random(seed)
         self._cap = SendCap()
@@ -187,6 +191,7 @@ class TwilioSandbox:
         app.on_shutdown.append(self._on_shutdown)
         app.router.add_post(f"{_ACCOUNTS}/{{account}}/Messages.json", self._create, name="create")
         app.router.add_get(f"{_ACCOUNTS}/{{account}}/Messages/{{sid}}.json", self._fetch, name="fetch")
+        app.router.add_get(f"{_ACCOUNTS}/{{account}}/Messages.json", self._list, name="list")
         app.router.add_post(f"{_ACCOUNTS}/{{account}}/Calls.json", self._calls.create, name="create_call")
         app.router.add_get(
             f"{_ACCOUNTS}/{{account}}/Calls/{{sid}}.json", self._calls.fetch, name="fetch_call"
@@ -248,6 +253,8 @@ class TwilioSandbox:
     async def _gated(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
         route = request.match_info.route.name
         creating = route == "create"
+        if route == "list":
+            self.lists += 1
         _RECEIVED.set(datetime.now(UTC))
         if creating:
             self.requests += 1
@@ -304,10 +311,16 @@ class TwilioSandbox:
         )
         self.messages.append(message)
         self._by_sid[message.sid] = message
+        self._by_to.setdefault(message.to, []).append(message)
         if len(self.messages) > self._retain:
             forgotten = len(self.messages) - self._retain + self._retain // 10
             for old in self.messages[:forgotten]:
                 del self._by_sid[old.sid]
+                kept = self._by_to.get(old.to, [])
+                if kept and kept[0] is old:
+                    kept.pop(0)
+                if not kept:
+                    self._by_to.pop(old.to, None)
             del self.messages[:forgotten]
         self._spawn(self._lifecycle(message))
         return web.json_response(message.to_twilio(), status=201)
@@ -323,6 +336,40 @@ class TwilioSandbox:
         if message is None:
             raise ApiError(404, 20404, f"The requested resource {request.path} was not found")
         return web.json_response(message.to_twilio())
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """Twilio's Message list: newest first, `To`/`From` filters, `PageSize` (≤ 1000) and `Page`."""
+        query = request.query
+        try:
+            size = min(1000, max(1, int(query.get("PageSize", "50"))))
+            page = max(0, int(query.get("Page", "0")))
+        except ValueError:
+            raise ApiError(400, 20001, "Invalid PageSize or Page") from None
+        to, from_ = query.get("To"), query.get("From")
+        pool = self._by_to.get(to, []) if to else self.messages
+        found = [m for m in reversed(pool) if from_ is None or m.from_ == from_]
+        start = page * size
+        chosen = found[start : start + size]
+        base = f"{_ACCOUNTS}/{self.account_sid}/Messages.json"
+        filters = "".join(f"&{k}={quote(v)}" for k, v in (("To", to), ("From", from_)) if v)
+
+        def uri(n: int) -> str:
+            return f"{base}?PageSize={size}&Page={n}{filters}"
+
+        more = start + size < len(found)
+        return web.json_response(
+            {
+                "messages": [m.to_twilio() for m in chosen],
+                "end": start + max(0, len(chosen) - 1),
+                "first_page_uri": uri(0),
+                "next_page_uri": uri(page + 1) + f"&PageToken=PA{start + size}" if more else None,
+                "page": page,
+                "page_size": size,
+                "previous_page_uri": uri(page - 1) if page else None,
+                "start": start,
+                "uri": uri(page),
+            }
+        )
 
     async def _account(self, request: web.Request) -> web.Response:
         uri = f"{_ACCOUNTS}/{self.account_sid}"

@@ -61,8 +61,7 @@ def hook_routes(
         code = _STATUS.get(params.get("MessageStatus", ""))
         if code is None:
             return web.Response(status=400, text="unknown status")
-        if code == "S":
-            return web.Response(status=204)  # the worker recorded "sent" already
+        # "queued"/"sent" only matter for a send the worker recorded as ambiguous: Twilio has it.
         if not await request.app[evidence].delivery(request.query.get("d", ""), code):
             return web.Response(status=400, text="unknown delivery")
         return web.Response(status=204)
