@@ -39,7 +39,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from warning.alerts import AlertStore
 from warning.channels.base import NOT_FOUND, UNKNOWN, Channel, DeliveryResult, Message, Outcome
-from warning.channels.breaker import CircuitBreaker
+from warning.channels.breaker import CircuitBreaker, breakers_key
 from warning.config import WorkerSettings
 from warning.deliveries import GROUP, Batch, Deliveries, Recipient
 from warning.errors import TransientDeliveryError
@@ -172,6 +172,8 @@ class ChannelWorker:
             await asyncio.gather(*loops, return_exceptions=True)
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+            with contextlib.suppress(RedisError, OSError):  # a stopped worker's breaker no longer counts
+                await self.redis.hdel(breakers_key(self.deliveries.keys), f"{self.channel.name}:{self.consumer}")
 
     async def _forever(self, stop: asyncio.Event, step: Any, pause: float) -> None:
         """Run `step` until stopped; Redis outages are logged and waited out, never fatal."""
@@ -207,7 +209,7 @@ class ChannelWorker:
             name = f"{self.channel.name}:{self.consumer}"
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hset(self.deliveries.keys.key("workers"), name, str(time.time()))
-                pipe.hset(self.deliveries.keys.key("breakers"), name, self._breaker_json())
+                pipe.hset(breakers_key(self.deliveries.keys), name, self._breaker_json())
                 await pipe.execute()
 
         await self._forever(stop, step, 5)
@@ -236,7 +238,7 @@ class ChannelWorker:
         )
         with contextlib.suppress(RedisError, OSError):
             await self.redis.hset(
-                self.deliveries.keys.key("breakers"),
+                breakers_key(self.deliveries.keys),
                 f"{self.channel.name}:{self.consumer}",
                 self._breaker_json(),
             )

@@ -16,9 +16,15 @@ One breaker per channel per worker process; its state is published in Redis (`Wo
 from __future__ import annotations
 
 import enum
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from warning.store import Keyspace
 
 
 class BreakerState(enum.StrEnum):
@@ -30,6 +36,7 @@ class BreakerState(enum.StrEnum):
 # Gauge values of `warning_circuit_state`.
 STATE_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 PROBE_WAIT = 0.5  # seconds other batches wait while a half-open breaker's probe is out
+FRESH = 30.0  # seconds a worker's published state counts (workers publish every 5 s and on each change)
 
 
 @dataclass
@@ -90,3 +97,39 @@ class CircuitBreaker:
     def remaining(self) -> float:
         """Seconds until an open breaker lets a probe through (0 otherwise)."""
         return max(0.0, self._until - self.clock()) if self.state is BreakerState.OPEN else 0.0
+
+
+def breakers_key(keys: Keyspace) -> str:
+    """HASH "{channel}:{consumer}" → the JSON state a worker publishes (see `worker.ChannelWorker`)."""
+    return keys.key("breakers")
+
+
+async def breaker_states(redis: Redis, keys: Keyspace, now: float | None = None) -> dict[str, dict[str, Any]]:
+    """Per channel, over the workers heard from lately: the worst state (open > half-open > closed),
+    how many workers and how many of them are open, and the longest wait before a probe.
+
+    Raises:
+        redis.exceptions.RedisError: Redis cannot be reached.
+    """
+    now = time.time() if now is None else now
+    raw = await redis.hgetall(breakers_key(keys))
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in raw.items():
+        channel = str(name).partition(":")[0]
+        try:
+            published = json.loads(value)
+            state = BreakerState(published["state"])
+            fresh = now - float(published["ts"]) <= FRESH
+        except (ValueError, KeyError, TypeError):
+            continue
+        if not fresh:
+            continue
+        seen = out.setdefault(
+            channel, {"state": BreakerState.CLOSED.value, "workers": 0, "open": 0, "retry_in": 0.0}
+        )
+        seen["workers"] += 1
+        seen["open"] += state is BreakerState.OPEN
+        seen["retry_in"] = max(seen["retry_in"], float(published.get("retry_in", 0.0)))
+        if STATE_VALUE[state] > STATE_VALUE[BreakerState(seen["state"])]:
+            seen["state"] = state.value
+    return out
