@@ -203,7 +203,7 @@ class WorkerSettings:
     # unreachable), rests `breaker_open` (doubling after each failed probe, up to `breaker_open_max`).
     breaker_failures: int = _opt(10, min=1, max=10000)
     breaker_open: float = _opt(5.0, duration=True, min=0.01, max=3600.0)
-    breaker_open_max: float = _opt(60.0, duration=True, min=0.01, max=86400.0)
+    breaker_open_max: float = _opt(30.0, duration=True, min=0.01, max=86400.0)
     # A batch claimed but not acknowledged for this long belongs to a dead worker and is reclaimed.
     visibility_timeout: float = _opt(60.0, duration=True, min=0.1, max=3600.0)
 

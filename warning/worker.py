@@ -39,7 +39,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from warning.alerts import AlertStore
 from warning.channels.base import NOT_FOUND, UNKNOWN, Channel, DeliveryResult, Message, Outcome
-from warning.channels.breaker import CircuitBreaker, breakers_key
+from warning.channels.breaker import BreakerState, CircuitBreaker, breakers_key
 from warning.config import WorkerSettings
 from warning.deliveries import GROUP, Batch, Deliveries, Recipient
 from warning.errors import TransientDeliveryError
@@ -173,7 +173,9 @@ class ChannelWorker:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             with contextlib.suppress(RedisError, OSError):  # a stopped worker's breaker no longer counts
-                await self.redis.hdel(breakers_key(self.deliveries.keys), f"{self.channel.name}:{self.consumer}")
+                await self.redis.hdel(
+                    breakers_key(self.deliveries.keys), f"{self.channel.name}:{self.consumer}"
+                )
 
     async def _forever(self, stop: asyncio.Event, step: Any, pause: float) -> None:
         """Run `step` until stopped; Redis outages are logged and waited out, never fatal."""
@@ -406,19 +408,27 @@ class ChannelWorker:
                 if probe:
                     self.breaker.release_probe()
                 return
-            sent = await self._send_chunk(alert, batch, part, entry)
-            if probe and not sent:
-                self.breaker.release_probe()
+            try:
+                await self._send_chunk(alert, batch, part, entry)
+            finally:
+                # A probe that was not sent, or whose answer said nothing of the provider's health (it
+                # expired, an adapter bug), lets the next one through.
+                if probe and self.breaker.state is BreakerState.HALF_OPEN:
+                    self.breaker.release_probe()
 
     async def _send_chunk(
         self, alert: Alert, batch: Batch, recipients: Sequence[Recipient], entry: tuple[str, str]
-    ) -> bool:
-        """Claim and send one chunk; False if nothing in it was sent (settled or sent before)."""
+    ) -> None:
+        """Claim and send one chunk (what was settled or sent before is skipped).
+
+        Raises:
+            _TakenOver: the stream entry is another worker's now.
+        """
         await self.limiter.take(len(recipients))
         decisions = await self.deliveries.claim(batch.with_recipients(recipients))
         to_send = [r for r, decision in zip(recipients, decisions, strict=True) if decision == "s"]
         if not to_send:
-            return False
+            return
         if not await self._still_ours(*entry):
             raise _TakenOver
         messages = [await self._message(alert, batch, r) for r in to_send]
@@ -431,7 +441,6 @@ class ChannelWorker:
                 changed = self.breaker.record(healthy) or changed
         await self._note_breaker(changed)
         await self._record(alert, batch, to_send, results, since)
-        return True
 
     async def _schedule(self, batch: Batch, delay: float) -> None:
         """Put a batch in the retry queue, due in `delay` seconds (then back in its stream)."""

@@ -43,7 +43,7 @@ FRESH = 30.0  # seconds a worker's published state counts (workers publish every
 class CircuitBreaker:
     failures: int = 10  # unhealthy answers in a row that open it
     open_for: float = 5.0  # first rest; doubled after each failed probe
-    open_max: float = 60.0
+    open_max: float = 30.0
     clock: Callable[[], float] = time.monotonic
     state: BreakerState = BreakerState.CLOSED
     failed_in_row: int = 0
