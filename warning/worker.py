@@ -38,7 +38,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from warning.alerts import AlertStore
-from warning.channels.base import NOT_FOUND, UNKNOWN, Channel, DeliveryResult, Message, Outcome
+from warning.channels.base import NOT_FOUND, UNKNOWN, Channel, DeliveryResult, Found, Message, Outcome
 from warning.channels.breaker import BreakerState, CircuitBreaker, breakers_key
 from warning.config import WorkerSettings
 from warning.deliveries import GROUP, Batch, Deliveries, Recipient
@@ -596,9 +596,8 @@ class ChannelWorker:
         for index, recipient in enumerate(open_ones):
             message = await self._message(alert, batch, recipient)
             try:
-                provider_id = await self.channel.lookup(message, since)
+                provider_id = await self._look_up(message, since)
             except TransientDeliveryError as exc:
-                await self._note_breaker(self.breaker.record(False))
                 log.warning(
                     "ambiguous send: the provider cannot be asked now (%s)",
                     exc,
@@ -608,7 +607,6 @@ class ChannelWorker:
                     batch.with_recipients(open_ones[index:]), since, tries=int(entry["n"]) + 1
                 )
                 break
-            await self._note_breaker(self.breaker.record(True))
             if provider_id is not UNKNOWN and provider_id != NOT_FOUND:
                 moves.append((recipient.id, "S"))
                 found.append((recipient, DeliveryResult(message.key, Outcome.SENT, provider_id=provider_id)))
@@ -634,6 +632,24 @@ class ChannelWorker:
                 extra={"alert": batch.alert_id, "channel": batch.ledger, "count": len(resend)},
             )
             await self._schedule(batch.with_recipients(resend, attempt=batch.attempt + 1, resent=1), 0.0)
+
+    async def _look_up(self, message: Message, since: datetime) -> Found:
+        """The channel's lookup, told to its breaker; an adapter bug counts as "cannot tell" (UNKNOWN), so
+        it never holds a resend back forever.
+
+        Raises:
+            TransientDeliveryError: the provider cannot be asked now.
+        """
+        try:
+            found = await self.channel.lookup(message, since)
+        except TransientDeliveryError as exc:
+            await self._note_breaker(self.breaker.record(not exc.unhealthy))
+            raise
+        except Exception:
+            log.exception("lookup failed unexpectedly", extra={"delivery": message.key})
+            return UNKNOWN
+        await self._note_breaker(self.breaker.record(True))
+        return found
 
     def _urgent(self, batch: Batch) -> bool:
         alert = self._alerts.get((batch.alert_id, batch.version))

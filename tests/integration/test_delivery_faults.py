@@ -20,7 +20,13 @@ from tests.integration.test_broadcast import engine, orange, settle
 from warning.broker import BrokerAddress
 from warning.config import Settings, TwilioSettings
 from warning.model import Level
-from warning.sandbox.twilio import TwilioSandbox
+from warning.sandbox.twilio import (
+    SANDBOX_ACCOUNT_SID,
+    SANDBOX_AUTH_TOKEN,
+    SANDBOX_FROM,
+    TwilioSandbox,
+    run_twilio_sandbox,
+)
 from warning.store import Store
 
 VILLAGE = "331099101201"
@@ -156,6 +162,38 @@ async def test_an_ambiguous_send_the_provider_never_got_is_resent_once(
     got = Counter(m.to for m in sandbox.messages)
     assert set(got) == phones and max(got.values()) == 1
     assert status["sms"].get("sent") == len(phones), status["sms"].counts
+
+
+async def test_without_a_message_list_an_ambiguous_send_is_resent_once(
+    sample_store: Store, broker: BrokerAddress, county: County
+) -> None:
+    """A Twilio-compatible gateway without the Message list (404): the lookup cannot tell, so each
+    ambiguous send is resent once, flagged, instead of waiting forever."""
+    sandbox = TwilioSandbox(message_list=False)
+    sandbox.set_faults(latency=2.0)
+    phones = residents_of(county, VILLAGE)
+    async with run_twilio_sandbox(sandbox) as base_url:
+        twilio = TwilioSettings(
+            account_sid=SANDBOX_ACCOUNT_SID,
+            auth_token=SANDBOX_AUTH_TOKEN,
+            from_number=SANDBOX_FROM,
+            base_url=base_url,
+        )
+        # Looked up only once every send went unanswered and the gateway is quick again: a resend that
+        # also goes unanswered stays ambiguous (it was resent once; nobody can tell).
+        settings = unanswered(sample_store, twilio, timeout=0.3, reconcile_after=3.0)
+        async with engine(settings, sample_store, broker, channels=("sms",)) as running:
+            alert, _ = await running.broadcaster.issue(orange(area=VILLAGE, audiences=("public",)))
+
+            async def counted(state: str) -> bool:
+                _, status = await running.broadcaster.status(alert.id)
+                return bool(status["sms"].get(state) == len(phones))
+
+            await until(lambda: counted("ambiguous"), "every send went unanswered")
+            sandbox.set_faults(latency=0.0)
+            await until(lambda: counted("sent"), "every ambiguous send was resent once and sent")
+    got = Counter(m.to for m in sandbox.messages)
+    assert set(got) == phones and max(got.values()) == 1
 
 
 async def test_the_breaker_opens_on_a_hanging_provider_and_closes_after(

@@ -13,10 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from warning.channels.base import NOT_FOUND, Capability, ChannelLimits, Found, Message
+from warning.channels.base import NOT_FOUND, UNKNOWN, Capability, ChannelLimits, Found, Message
 from warning.channels.twilio_http import TwilioApi, TwilioChannel
 from warning.config import SmsSettings, TwilioSettings
-from warning.errors import AmbiguousDeliveryError, PermanentDeliveryError, TransientDeliveryError
 from warning.i18n import t
 
 log = logging.getLogger(__name__)
@@ -84,6 +83,8 @@ class SmsChannel(TwilioChannel):
         """Find the message in Twilio's Message list (newest first, filtered by To and From): the one with
         this body created at or after `since` (less `CLOCK_SKEW`). Returns its sid, or NOT_FOUND.
 
+        UNKNOWN when the endpoint has no Message list (a Twilio-compatible gateway without it).
+
         Raises:
             TransientDeliveryError: Twilio cannot be asked now (it times out, is down, or refuses).
         """
@@ -96,12 +97,16 @@ class SmsChannel(TwilioChannel):
                 )
             )
 
-        try:
-            listed = await self._api.request(message, recent)
-        except (AmbiguousDeliveryError, PermanentDeliveryError) as exc:
-            raise TransientDeliveryError(str(exc)) from exc
+        listed = await self._api.lookup(message, recent)
+        if listed is None:
+            return UNKNOWN
         for item in listed:
             created = item.date_created
-            if item.body == message.text and (created is None or created >= earliest):
+            # `to` checked too: a gateway may ignore the filter and list everyone's (same) warning.
+            if (
+                item.to == message.address
+                and item.body == message.text
+                and (created is None or created >= earliest)
+            ):
                 return str(item.sid)
         return NOT_FOUND

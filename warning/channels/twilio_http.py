@@ -41,7 +41,7 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import aiohttp
-from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
@@ -60,6 +60,7 @@ TWILIO_API_ORIGIN = "https://api.twilio.com"
 CONFIG_RETRY_AFTER = 60.0  # seconds to wait when Twilio rejects our credentials or account
 
 _CONFIG_STATUSES = (401, 403, 404)
+_NO_LOOKUP_STATUSES = (404, 405, 501)  # a Twilio-compatible endpoint without the list resource
 _AUTH_CODE, _RATE_CODE = 20003, 20429
 # twilio's Client falls back to os.environ for every credential, edge and region it is not given, and
 # to os.environ again when this mapping is empty; config.py is our only reader of the environment.
@@ -142,6 +143,17 @@ class _HttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio ships 
             return Response(response.status, text, response.headers)
 
 
+def _status_of(exc: TwilioException) -> int:
+    """The HTTP status of a twilio error: its `status`, or that of the response it carries (0: none)."""
+    status = getattr(exc, "status", None)
+    if status is None and len(exc.args) > 1:
+        status = getattr(exc.args[1], "status_code", None)
+    try:
+        return int(status or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:
     """Seconds from a `Retry-After` header (delay-seconds or an HTTP date), or None."""
     raw = (headers or {}).get("Retry-After", "").strip()
@@ -183,6 +195,7 @@ class TwilioApi:
         self._timeout = timeout
         self._http: _HttpClient | None = None
         self._client: Client | None = None
+        self._no_lookup_logged = False
 
     async def start(self) -> None:
         """Create the twilio client and its HTTP session (inside the running loop); idempotent.
@@ -249,6 +262,40 @@ class TwilioApi:
                 )
                 raise AmbiguousDeliveryError(f"Twilio did not answer ({type(exc).__name__})") from exc
             raise TransientDeliveryError(f"Twilio unreachable ({type(exc).__name__})") from exc
+        finally:
+            _EXCHANGE.reset(token)
+
+    async def lookup(self, message: Message, call: Callable[[Client], Awaitable[T]]) -> T | None:
+        """Make one read-only request to reconcile `message`; None when the endpoint does not serve that
+        resource (404/405/501: a Twilio-compatible gateway without the list API), so the caller falls back.
+
+        Raises:
+            TransientDeliveryError: the provider cannot be asked now (unreachable, no answer, 429, 5xx).
+        """
+        client = self._require_client()
+        exchange = _Exchange()
+        token = _EXCHANGE.set(exchange)
+        try:
+            return await call(client)
+        except TwilioException as exc:
+            # A list page that fails is a bare TwilioException("Unable to fetch page", response).
+            status = _status_of(exc)
+            if status in _NO_LOOKUP_STATUSES:
+                if not self._no_lookup_logged:
+                    self._no_lookup_logged = True
+                    self._log.warning(
+                        "%s: the provider does not serve the lookup (HTTP %s): ambiguous sends are resent once",
+                        self._channel,
+                        status,
+                    )
+                return None
+            raise TransientDeliveryError(
+                f"Twilio lookup: HTTP {status}",
+                retry_after=_retry_after(exchange.headers),
+                unhealthy=status >= 500 or status == 0,
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientDeliveryError(f"Twilio lookup failed ({type(exc).__name__})") from exc
         finally:
             _EXCHANGE.reset(token)
 

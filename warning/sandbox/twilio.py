@@ -79,8 +79,11 @@ class TwilioSandbox:
         callees: Callees | None = None,
         seed: int | None = None,
         retain: int = 200_000,
+        message_list: bool = True,
     ) -> None:
         self.account_sid = account_sid
+        # False: no `GET …/Messages.json`, like a Twilio-compatible gateway that only sends (404).
+        self.message_list = message_list
         self.auth_token = auth_token
         self.directory = Directory(
             from_numbers=frozenset(from_numbers),
@@ -191,7 +194,8 @@ class TwilioSandbox:
         app.on_shutdown.append(self._on_shutdown)
         app.router.add_post(f"{_ACCOUNTS}/{{account}}/Messages.json", self._create, name="create")
         app.router.add_get(f"{_ACCOUNTS}/{{account}}/Messages/{{sid}}.json", self._fetch, name="fetch")
-        app.router.add_get(f"{_ACCOUNTS}/{{account}}/Messages.json", self._list, name="list")
+        if self.message_list:
+            app.router.add_get(f"{_ACCOUNTS}/{{account}}/Messages.json", self._list, name="list")
         app.router.add_post(f"{_ACCOUNTS}/{{account}}/Calls.json", self._calls.create, name="create_call")
         app.router.add_get(
             f"{_ACCOUNTS}/{{account}}/Calls/{{sid}}.json", self._calls.fetch, name="fetch_call"
