@@ -146,6 +146,7 @@ class ChannelWorker:
         self._capacity = asyncio.Semaphore(self._slots)
         self._alerts: dict[tuple[str, int], Alert] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._interrupted: set[tuple[str, str]] = set()  # our entries a Redis error cut short
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -160,6 +161,7 @@ class ChannelWorker:
         loops = [
             asyncio.create_task(self._read_loop(stop), name=f"{self.channel.name}-read"),
             asyncio.create_task(self._reclaim_loop(stop), name=f"{self.channel.name}-reclaim"),
+            asyncio.create_task(self._resume_loop(stop), name=f"{self.channel.name}-resume"),
             asyncio.create_task(self._retry_loop(stop), name=f"{self.channel.name}-retry"),
             asyncio.create_task(self._heartbeat_loop(stop), name=f"{self.channel.name}-heartbeat"),
             asyncio.create_task(self._reconcile_loop(stop), name=f"{self.channel.name}-reconcile"),
@@ -196,6 +198,26 @@ class ChannelWorker:
 
     async def _read_loop(self, stop: asyncio.Event) -> None:
         await self._forever(stop, self._read_once, 0)
+
+    async def _resume_loop(self, stop: asyncio.Event) -> None:
+        await self._forever(stop, self._resume_once, 0.5)
+
+    async def _resume_once(self) -> None:
+        """Take up again our own entries a Redis error interrupted, once Redis answers."""
+        for stream, entry_id in sorted(self._interrupted):
+            await self._capacity.acquire()
+            try:
+                mine = await self._still_ours(stream, entry_id)
+                found: Any = await self.redis.xrange(stream, entry_id, entry_id) if mine else []
+            except BaseException:
+                self._capacity.release()
+                raise
+            self._interrupted.discard((stream, entry_id))
+            if not found:  # another worker has it, or it was finished after all
+                self._capacity.release()
+                continue
+            _, fields = found[0]
+            self._spawn(stream, entry_id, fields)
 
     async def _reclaim_loop(self, stop: asyncio.Event) -> None:
         await self._forever(stop, self._reclaim_once, max(0.2, self.settings.visibility_timeout / 4))
@@ -327,7 +349,14 @@ class ChannelWorker:
             log.warning("batch taken over by another worker; not sent from here", extra={"entry": entry_id})
         except (RedisError, OSError) as exc:
             # Left pending: the reclaimer (ours or another worker's) picks it up again.
-            log.warning("batch left for reclaim: %s", exc, extra={"entry": entry_id})
+            # Still pending with us: taken up again as soon as Redis answers (not after the visibility
+            # timeout), unless another worker has it by then.
+            log.warning(
+                "batch interrupted by Redis: %s; taken up again when it is back",
+                exc,
+                extra={"entry": entry_id},
+            )
+            self._interrupted.add((stream, entry_id))
         except Exception as exc:
             # A bug, not a provider answer: logged with its traceback, and the batch retried once at most.
             log.exception("batch processing failed unexpectedly", extra={"entry": entry_id})
