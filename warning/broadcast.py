@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -26,10 +27,10 @@ from warning.fanout import (
     Progress,
     fan_out,
     mark_pending,
-    pending_key,
     render_all,
     text_field,
 )
+from warning.fanout_lease import FanoutLease, FanoutLeases, fanout_marker
 from warning.i18n import current_language, t
 from warning.model import Alert, AlertState, AlertStatus, Level
 from warning.preview import Preview, count_recipients, preview_rows, require_text
@@ -91,6 +92,7 @@ class Broadcaster(ReadModel):
     def __init__(self, store: Store, settings: Settings) -> None:
         super().__init__(store, settings)
         self.renderer = Renderer(settings.templates, sender_name=settings.bureau.name)
+        self.fanout_leases = FanoutLeases(store.redis, store.keys)
 
     # -- issuing ------------------------------------------------------------------------------------
 
@@ -160,9 +162,12 @@ class Broadcaster(ReadModel):
         alert = await self.prepare(request, actor=actor, role=role)
         return alert, await self.fan_out(alert, progress=progress)
 
-    async def fan_out(self, alert: Alert, *, progress: Progress | None = None) -> FanoutReport:
+    async def fan_out(
+        self, alert: Alert, *, progress: Progress | None = None, lease: FanoutLease | None = None
+    ) -> FanoutReport:
         """Queue every delivery of an issued alert, then the cadres' task links and the escalation
-        ladder for its must-reach residents; idempotent, so safe to repeat after a crash."""
+        ladder for its must-reach residents; idempotent, so safe to repeat after a crash. `lease`: the
+        fan-out's lease when the caller (a resumer) holds it already."""
         report = await fan_out(
             alert,
             select(alert.audiences, self.audiences),
@@ -172,6 +177,8 @@ class Broadcaster(ReadModel):
             batch_size=self.settings.worker.batch_size,
             progress=progress,
             reach=self.reach,
+            lease=lease,
+            leases=self.fanout_leases,
         )
         if not report.stopped_early:
             await self.reach.registered(alert.id)
@@ -206,7 +213,7 @@ class Broadcaster(ReadModel):
         )
         await self.texts.store(alert, texts)
         # Marked before it is issued: if this process dies now, another resumes the fan-out.
-        await mark_pending(self.deliveries, alert)
+        await mark_pending(self.deliveries, alert, leases=self.fanout_leases)
         if existing is None:
             alert = replace(alert, state=AlertState.ISSUED)
             await self.alerts.save(alert)
@@ -270,7 +277,7 @@ class Broadcaster(ReadModel):
             previous=previous,
         )
         await self.texts.store(alert, texts)
-        await mark_pending(self.deliveries, alert)
+        await mark_pending(self.deliveries, alert, leases=self.fanout_leases)
         # From this write on, workers refuse the old version's queued batches (the control version moved).
         await self.alerts.save(alert)
         await self.alerts.audit(
@@ -313,25 +320,39 @@ class Broadcaster(ReadModel):
     async def _area_names(self, alert: Alert) -> list[str]:
         return list((await self.area_names(alert.areas)).values())
 
-    async def resume_fanouts(self, stale_after: float = 60.0) -> int:
-        """Finish fan-outs a crashed process left half done (idempotent); returns how many were resumed."""
-        key = pending_key(self.deliveries.keys)
-        stale = await self.deliveries.redis.zrangebyscore(key, "-inf", time.time() - stale_after)
-        pending = sorted(str(m) for m in stale)
-        for marker in pending:
-            alert_id, version, action = marker.rsplit(":", 2)
+    async def resume_fanouts(self) -> int:
+        """Finish fan-outs whose process died or lost Redis: each marker whose lease lapsed is claimed
+        atomically (so two housekeepers never resume it twice, and a live run is never touched) and run
+        again under that lease, idempotently. Returns how many this call resumed."""
+        markers = await self.fanout_leases.resumable()
+        done = await asyncio.gather(*(self._resume(m) for m in markers), return_exceptions=True)
+        for marker, outcome in zip(markers, done, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error(
+                    "resuming a fan-out failed; it is retried next round",
+                    exc_info=outcome,
+                    extra={"marker": marker},
+                )
+        return sum(1 for outcome in done if outcome is True)
+
+    async def _resume(self, marker: str) -> bool:
+        alert_id, version, action = marker.rsplit(":", 2)
+        async with self.fanout_leases.claim(marker) as lease:
+            if lease is None:
+                return False  # alive after all, finished meanwhile, or another housekeeper took it
             alert = await self.alerts.find(alert_id)
             if alert is None or alert.version != int(version):
-                await self.deliveries.redis.zrem(key, marker)
-                continue
+                await lease.finish()  # a later version superseded it: nothing left to do
+                return False
             log.warning("resuming an interrupted fan-out", extra={"alert": alert_id, "action": action})
             if action == "play":
-                await self.fan_out(alert)
+                await self.fan_out(alert, lease=lease)
             elif action == ALL_CLEAR_ACTION:
-                await self._queue_all_clear(alert)
+                await self._queue_all_clear(alert, lease=lease)
             else:
-                await self._speakers_fan_out(alert, action)
-        return len(pending)
+                await self._speakers_fan_out(alert, action, lease=lease)
+            await lease.finish()  # does nothing if the lease was lost half-way: its new owner finishes
+            return True
 
     # -- CAP ----------------------------------------------------------------------------------------
 
@@ -490,7 +511,7 @@ class Broadcaster(ReadModel):
             max_segments=self.settings.sms.max_segments,
         )
         await self.texts.store(draft, texts)
-        await mark_pending(self.deliveries, draft)
+        await mark_pending(self.deliveries, draft, leases=self.fanout_leases)
         alert = await self.alerts.set_state(draft, AlertState.ISSUED)
         await self.alerts.audit(actor=actor, role=role, action="approve", obj=alert.id, result="ok")
         return alert, await self.fan_out(alert, progress=progress)
@@ -622,9 +643,20 @@ class Broadcaster(ReadModel):
         )
         return {text_field(audience, channel, lang): r.text for audience, channel, lang, r in rendered}
 
-    async def _queue_all_clear(self, alert: Alert) -> dict[str, int]:
-        """Queue the all-clear (idempotent: a resumed or repeated run queues nobody twice)."""
-        marker = await mark_pending(self.deliveries, alert, ALL_CLEAR_ACTION)
+    async def _queue_all_clear(self, alert: Alert, *, lease: FanoutLease | None = None) -> dict[str, int]:
+        """Queue the all-clear under its fan-out lease (idempotent: a resumed or repeated run queues
+        nobody twice); `lease` when the caller (a resumer) holds it and finishes it."""
+        if lease is not None:
+            return await self._all_clear_under(alert, lease)
+        async with self.fanout_leases.take(fanout_marker(alert.id, alert.version, ALL_CLEAR_ACTION)) as taken:
+            if taken is None:
+                log.info("all-clear already being queued by another process", extra={"alert": alert.id})
+                return {}
+            queued = await self._all_clear_under(alert, taken)
+            await taken.finish()
+            return queued
+
+    async def _all_clear_under(self, alert: Alert, lease: FanoutLease) -> dict[str, int]:
         queued = await queue_person_all_clear(
             alert,
             self.channels(alert),
@@ -633,9 +665,8 @@ class Broadcaster(ReadModel):
             batch_size=self.settings.worker.batch_size,
         )
         if self._has_speakers(alert):
-            report = await self._speakers_fan_out(alert, ALL_CLEAR_ACTION)
+            report = await self._speakers_fan_out(alert, ALL_CLEAR_ACTION, lease=lease)
             queued.update({k.partition(".")[0]: v for k, v in report.queued.items() if v})
-        await self.deliveries.redis.zrem(pending_key(self.deliveries.keys), marker)
         return queued
 
     def _has_speakers(self, alert: Alert) -> bool:
@@ -645,7 +676,9 @@ class Broadcaster(ReadModel):
             if name in self.audiences
         )
 
-    async def _speakers_fan_out(self, alert: Alert, action: str) -> FanoutReport:
+    async def _speakers_fan_out(
+        self, alert: Alert, action: str, *, lease: FanoutLease | None = None
+    ) -> FanoutReport:
         return await fan_out(
             alert,
             select((STOP_AUDIENCE,), self.audiences),
@@ -654,6 +687,8 @@ class Broadcaster(ReadModel):
             renderer=self.renderer,
             batch_size=self.settings.worker.batch_size,
             action=action,
+            lease=lease,
+            leases=self.fanout_leases,
         )
 
     async def expire_due(self, now: datetime | None = None) -> list[str]:

@@ -3,13 +3,13 @@
 Texts are rendered once per (alert, audience, channel, language) and stored beside the alert; only a
 template that asks for personal fields is rendered per recipient. Recipients stream from the directory
 village by village, so the issuing process's memory does not grow with the county. Queuing is
-idempotent (see deliveries.py): a fan-out interrupted half-way is simply run again.
+idempotent (see deliveries.py): a fan-out interrupted half-way is simply run again. Each run holds the
+fan-out's lease (fanout_lease.py), so a crashed run is resumed in seconds and two never run at once.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -20,6 +20,7 @@ from warning.audiences import Audience
 from warning.audiences.recipients import village_batches
 from warning.deliveries import Batch, Deliveries, Recipient
 from warning.directory.store import Directory
+from warning.fanout_lease import FanoutLease, FanoutLeases, fanout_marker
 from warning.model import Alert, AlertState
 from warning.reach import Reach
 from warning.store import Keyspace
@@ -83,23 +84,24 @@ class FanoutReport:
     villages: int = 0
     queued: dict[str, int] = field(default_factory=dict)
     no_address: dict[str, int] = field(default_factory=dict)
-    stopped_early: bool = False  # the alert was cancelled or expired while fanning out
+    stopped_early: bool = False  # the alert was cancelled or expired, or the run was `superseded`
+    superseded: bool = False  # another process holds (or took over) this fan-out's lease and finishes it
 
     def add(self, ledger: str, queued: int, skipped: int) -> None:
         self.queued[ledger] = self.queued.get(ledger, 0) + queued
         self.no_address[ledger] = self.no_address.get(ledger, 0) + skipped
 
 
-def pending_key(keys: Keyspace) -> str:
-    """ZSET of "{alert}:{version}:{action}" whose fan-out has not finished, scored by its last progress;
-    one silent for a minute belongs to a crashed process and is resumed."""
-    return keys.key("fanout", "pending")
+async def mark_pending(
+    deliveries: Deliveries, alert: Alert, action: str = "play", *, leases: FanoutLeases | None = None
+) -> str:
+    """Note, before an alert is saved as issued, that its fan-out is due; returns the marker.
 
-
-async def mark_pending(deliveries: Deliveries, alert: Alert, action: str = "play") -> str:
-    """Note (or refresh) that the alert's fan-out is under way; returns the marker `fan_out` clears."""
-    marker = f"{alert.id}:{alert.version}:{action}"
-    await deliveries.redis.zadd(pending_key(deliveries.keys), {marker: time.time()})
+    The issuer's own `fan_out` then takes the marker's lease within milliseconds; if the issuer dies first,
+    housekeeping resumes the marker once its grace (`LeaseTiming.grace` of `leases`) has passed.
+    """
+    marker = fanout_marker(alert.id, alert.version, action)
+    await (leases or FanoutLeases(deliveries.redis, deliveries.keys)).mark(marker)
     return marker
 
 
@@ -134,14 +136,52 @@ async def fan_out(
     action: str = "play",
     progress: Progress | None = None,
     reach: Reach | None = None,
+    lease: FanoutLease | None = None,
+    leases: FanoutLeases | None = None,
 ) -> FanoutReport:
     """Queue the alert for every recipient of `audiences` in its areas; safe to run again after a crash.
 
     With `reach`, every resident queued for is entered in the reach ledger (and must-reach residents on
     their cadre's task list) before their messages are queued.
+
+    The run holds the fan-out's lease: `lease` if the caller already holds it (a resumer, the all-clear),
+    which then also finishes it; else one taken here from `leases` and finished when every village is
+    queued. If another process holds the lease, or takes it over half-way, this run stops queuing and
+    reports `superseded`: that process finishes the job.
     """
+    if lease is not None:
+        return await _queue_villages(
+            alert, audiences, directory, deliveries, renderer, batch_size, action, progress, reach, lease
+        )
+    leases = leases or FanoutLeases(deliveries.redis, deliveries.keys)
+    async with leases.take(fanout_marker(alert.id, alert.version, action)) as taken:
+        if taken is None:
+            log.info(
+                "fan-out already running in another process",
+                extra={"alert": alert.id, "version": alert.version, "action": action},
+            )
+            return FanoutReport(stopped_early=True, superseded=True)
+        report = await _queue_villages(
+            alert, audiences, directory, deliveries, renderer, batch_size, action, progress, reach, taken
+        )
+        if not report.superseded:
+            await taken.finish()
+    return report
+
+
+async def _queue_villages(
+    alert: Alert,
+    audiences: Sequence[Audience],
+    directory: Directory,
+    deliveries: Deliveries,
+    renderer: Renderer,
+    batch_size: int,
+    action: str,
+    progress: Progress | None,
+    reach: Reach | None,
+    lease: FanoutLease,
+) -> FanoutReport:
     report = FanoutReport()
-    marker = await mark_pending(deliveries, alert, action)
     villages = await directory.village_codes(alert.areas)
     seen_contacts: set[str] = set()
     responsible = Responsible(directory)
@@ -182,6 +222,8 @@ async def fan_out(
                             action=action,
                         )
                     )
+                if not await lease.held():
+                    return _superseded(report, alert, action)
                 # One round trip per batch of members: the reach ledger and every channel's queue.
                 async with deliveries.redis.pipeline(transaction=False) as pipe:
                     if reach is not None and members.residents and action == "play":
@@ -207,10 +249,8 @@ async def fan_out(
                 ):
                     report.add(batch.ledger, int(queued), int(skipped))
         report.villages = index
-        await mark_pending(deliveries, alert, action)
         if progress is not None:
             progress(index, len(villages))
-    await deliveries.redis.zrem(pending_key(deliveries.keys), marker)
     log.info(
         "fan-out done",
         extra={
@@ -221,6 +261,15 @@ async def fan_out(
             "queued": report.queued,
         },
     )
+    return report
+
+
+def _superseded(report: FanoutReport, alert: Alert, action: str) -> FanoutReport:
+    log.warning(
+        "fan-out handed over: another process holds its lease now and finishes it",
+        extra={"alert": alert.id, "version": alert.version, "action": action, "villages": report.villages},
+    )
+    report.stopped_early = report.superseded = True
     return report
 
 

@@ -1,8 +1,9 @@
 """Periodic jobs on apscheduler, each under a Redis lock so exactly one scheduler acts at a time.
 
-Jobs: housekeeping (resume fan-outs a crashed process left half done, expire alerts past `expires`)
-and one poll per configured feed. Any number of `warning serve` / `warning worker` processes may run
-the scheduler; the lock makes the others skip that round.
+Jobs: resuming fan-outs a crashed process left half done (every `RESUME_SECONDS`; not under the lock:
+each fan-out's own lease, fanout_lease.py, keeps two processes from resuming one), housekeeping (expire
+alerts past `expires`) and one poll per configured feed. Any number of `warning serve` / `warning worker`
+processes may run the scheduler; the lock makes the others skip that round.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from warning.store import Store
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 5.0
+# How often every scheduler looks for fan-outs to resume: with a lease's 5 s time to live, a fan-out whose
+# process died (or lost Redis) is running again within about 6 s.
+RESUME_SECONDS = 1.0
 
 # Release the lock only if we still hold it (it may have expired and been taken by another process).
 _RELEASE = """
@@ -114,21 +118,54 @@ def _poll_job(poller: FeedPoller, feed: FeedSettings) -> Callable[[], Awaitable[
     return job
 
 
+def resumer(broadcaster: Broadcaster, running: set[asyncio.Task[None]]) -> Callable[[], Awaitable[None]]:
+    """The resume job: each round starts resuming what has lapsed in a task of its own, so resuming a
+    county's fan-out (minutes) neither holds up the next round nor makes the scheduler skip rounds."""
+
+    async def resume() -> None:
+        try:
+            await broadcaster.resume_fanouts()
+        except RedisError as exc:  # Redis is away: the next round tries again
+            log.warning("cannot look for fan-outs to resume: %s", exc)
+        except Exception:
+            log.exception("looking for fan-outs to resume failed; it runs again next round")
+
+    async def job() -> None:
+        task = asyncio.create_task(resume(), name="resume-fanouts")
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    return job
+
+
 Job = tuple[str, float, Callable[[], Awaitable[object]]]
 
 
 @asynccontextmanager
 async def run_scheduler(
-    store: Store, broadcaster: Broadcaster, feeds: tuple[FeedSettings, ...], extra: Sequence[Job] = ()
+    store: Store,
+    broadcaster: Broadcaster,
+    feeds: tuple[FeedSettings, ...],
+    extra: Sequence[Job] = (),
+    *,
+    resume_every: float = RESUME_SECONDS,
 ) -> AsyncIterator[None]:
     """Start the periodic jobs (plus `extra` ones: name, seconds, job) for the duration of the block."""
 
     async def housekeeping() -> None:
-        await broadcaster.resume_fanouts()
         await broadcaster.expire_due()
 
+    resuming: set[asyncio.Task[None]] = set()
     scheduler = AsyncIOScheduler(timezone=UTC)
     now = datetime.now(UTC)
+    scheduler.add_job(
+        resumer(broadcaster, resuming),
+        "interval",
+        seconds=resume_every,
+        next_run_time=now,
+        max_instances=1,
+        coalesce=True,
+    )
     scheduler.add_job(
         locked(store, "housekeeping", HOUSEKEEPING_SECONDS * 2, housekeeping),
         "interval",
@@ -163,3 +200,7 @@ async def run_scheduler(
         yield
     finally:
         scheduler.shutdown(wait=False)
+        # A resume cut short frees its lease on the way out: another process carries on at once.
+        for task in list(resuming):
+            task.cancel()
+        await asyncio.gather(*resuming, return_exceptions=True)
