@@ -16,8 +16,10 @@ another and must not send) → send → record what happened:
     permanent   failed, and dead-lettered so that `warning deadletters` shows it
 
 then acknowledge and delete the entry. A worker that dies leaves its entries pending; another reclaims
-them with XAUTOCLAIM once they have been idle for `worker.visibility_timeout`, and skips every recipient
-already sent.
+them with XAUTOCLAIM once they have been idle for `worker.visibility_timeout`, skips every recipient
+already sent, and reconciles (looks up) those the dead worker was sending to instead of resending them
+blindly. An entry a Redis outage cut short is taken up again by its own worker as soon as Redis is back.
+Nothing is handed to a provider within `base.EXPIRY_MARGIN` of the alert's `expires`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -86,6 +88,9 @@ return 1
 """
 
 RECONCILE_LEASE = 60.0  # seconds a reconciliation is held by the worker doing it
+OWNERSHIP_FRACTION = 0.8  # of the visibility timeout after a confirmation that a batch is surely ours
+# How long before its takeover (beyond the visibility timeout) a cut-off send may have been made.
+CUT_OFF_SLACK = 120.0
 
 
 class _TakenOver(Exception):
@@ -147,6 +152,7 @@ class ChannelWorker:
         self._alerts: dict[tuple[str, int], Alert] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._interrupted: set[tuple[str, str]] = set()  # our entries a Redis error cut short
+        self._confirmed: dict[tuple[str, str], float] = {}  # entry → monotonic time last confirmed ours
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -365,6 +371,7 @@ class ChannelWorker:
                     await self._after_bug(stream, entry_id, batch, exc)
         finally:
             keepalive.cancel()
+            self._confirmed.pop((stream, entry_id), None)
 
     async def _after_bug(self, stream: str, entry_id: str, batch: Batch, exc: Exception) -> None:
         states = await self.deliveries.states_of(batch)
@@ -373,15 +380,11 @@ class ChannelWorker:
             await self.deliveries.move(
                 batch.alert_id, batch.version, batch.ledger, [(r.id, "L") for r in open_ones]
             )
-            await self.redis.xadd(
-                self.deliveries.dead_key(self.channel.name),
-                {
-                    "b": batch.with_recipients(open_ones).to_json(),
-                    "reason": json.dumps([repr(exc)]),
-                    "ts": str(time.time()),
-                },
-            )
+            await self._dead_letter(batch.with_recipients(open_ones), [repr(exc)])
         elif open_ones:
+            # Those still `sending` were not sent (the bug struck instead of the call): claimable again.
+            sending = [(r.id, "r") for r in open_ones if states.get(r.id) == "s"]
+            await self.deliveries.move(batch.alert_id, batch.version, batch.ledger, sending)
             again = batch.with_recipients(open_ones, unexpected=batch.unexpected + 1)
             await self.redis.xadd(
                 self.deliveries.stream_key(self.channel.name, self._urgent(batch)), {"b": again.to_json()}
@@ -399,7 +402,25 @@ class ChannelWorker:
                     return
 
     async def _still_ours(self, stream: str, entry_id: str) -> bool:
-        return bool(int(await self._keep(keys=[stream], args=[GROUP, entry_id, self.consumer])))
+        checked = time.monotonic()
+        ours = bool(int(await self._keep(keys=[stream], args=[GROUP, entry_id, self.consumer])))
+        if ours:
+            self._confirmed[(stream, entry_id)] = checked
+        else:
+            self._confirmed.pop((stream, entry_id), None)
+        return ours
+
+    def _may_send(self, entry: tuple[str, str]) -> Callable[[], bool]:
+        """Cheap, local, asked before each provider call: since the entry was last confirmed ours (its idle
+        time reset), no other worker can have taken it for `visibility_timeout`. A worker that was paused
+        (SIGSTOP, a frozen VM) past most of that finds out here and sends nothing more of the batch."""
+        window = self.settings.visibility_timeout * OWNERSHIP_FRACTION
+
+        def check() -> bool:
+            confirmed = self._confirmed.get(entry)
+            return confirmed is not None and time.monotonic() - confirmed < window
+
+        return check
 
     async def _finish(self, stream: str, entry_id: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -456,13 +477,18 @@ class ChannelWorker:
         await self.limiter.take(len(recipients))
         decisions = await self.deliveries.claim(batch.with_recipients(recipients))
         to_send = [r for r, decision in zip(recipients, decisions, strict=True) if decision == "s"]
-        if not to_send:
+        cut_off = [r for r, decision in zip(recipients, decisions, strict=True) if decision == "a"]
+        if not to_send and not cut_off:
             return
         if not await self._still_ours(*entry):
             raise _TakenOver
+        if cut_off:
+            await self._cut_off(batch.with_recipients(cut_off))
+        if not to_send:
+            return
         messages = [await self._message(alert, batch, r) for r in to_send]
         since = datetime.now(UTC)
-        results = await self.channel.send(messages)
+        results = await self.channel.send(messages, may_send=self._may_send(entry))
         changed = False
         for result in results:
             healthy = result.healthy
@@ -470,6 +496,8 @@ class ChannelWorker:
                 changed = self.breaker.record(healthy) or changed
         await self._note_breaker(changed)
         await self._record(alert, batch, to_send, results, since)
+        if any(result.outcome is Outcome.WITHHELD for result in results):
+            raise _TakenOver
 
     async def _schedule(self, batch: Batch, delay: float) -> None:
         """Put a batch in the retry queue, due in `delay` seconds (then back in its stream)."""
@@ -520,6 +548,8 @@ class ChannelWorker:
         for recipient, result in zip(sent, results, strict=True):
             if result.outcome is Outcome.SENT:
                 moves.append((recipient.id, "S"))
+            elif result.outcome is Outcome.WITHHELD:
+                continue  # still `sending`: the worker that took the batch over reconciles it
             elif result.outcome is Outcome.EXPIRED:
                 moves.append((recipient.id, "X"))
             elif result.outcome is Outcome.AMBIGUOUS:
@@ -586,6 +616,20 @@ class ChannelWorker:
         )
 
     # -- reconciling ambiguous sends ----------------------------------------------------------------
+
+    async def _cut_off(self, batch: Batch) -> None:
+        """Recipients a worker was sending to when it was cut off (killed, Redis gone): the provider may
+        have them, so they are reconciled like an ambiguous send, not sent blindly again."""
+        await self.deliveries.move(
+            batch.alert_id, batch.version, batch.ledger, [(r.id, "A") for r in batch.recipients]
+        )
+        # The cut-off send was made at most a visibility timeout (plus the provider's timeout) ago.
+        since = datetime.now(UTC) - timedelta(seconds=self.settings.visibility_timeout + CUT_OFF_SLACK)
+        log.warning(
+            "sends cut off mid-call: to be looked up at the provider",
+            extra={"alert": batch.alert_id, "channel": batch.ledger, "count": len(batch.recipients)},
+        )
+        await self._reconcile_later(batch, since, tries=0)
 
     async def _reconcile_later(self, batch: Batch, since: datetime, *, tries: int) -> None:
         delay = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from warning.alerts import AlertStore
@@ -32,7 +32,9 @@ class ExplodingSend:
     async def aclose(self) -> None: ...
     async def check(self) -> None: ...
 
-    async def send(self, messages: Sequence[Message]) -> list[DeliveryResult]:
+    async def send(
+        self, messages: Sequence[Message], *, may_send: Callable[[], bool] | None = None
+    ) -> list[DeliveryResult]:
         type(self).calls += 1
         raise RuntimeError("adapter bug")
 

@@ -13,15 +13,18 @@ import abc
 import asyncio
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol, final
 
 from warning.errors import AmbiguousDeliveryError, PermanentDeliveryError, TransientDeliveryError
 from warning.model import Level
 
 log = logging.getLogger(__name__)
+
+# A message is not handed to the provider this close to its alert's `expires`: it would arrive after it.
+EXPIRY_MARGIN = timedelta(seconds=2)
 
 
 class Capability(enum.Flag):
@@ -68,6 +71,7 @@ class Outcome(enum.StrEnum):
     PERMANENT = "permanent"  # failed; never retry
     AMBIGUOUS = "ambiguous"  # may have been sent; never resent blindly
     EXPIRED = "expired"  # not sent: the alert expired before the call
+    WITHHELD = "withheld"  # not sent: the worker may no longer send this batch (another one took it over)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +87,7 @@ class DeliveryResult:
     @property
     def healthy(self) -> bool | None:
         """What this result says of the provider's health, for its circuit breaker (None: nothing)."""
-        if self.outcome is Outcome.EXPIRED or self.unexpected:
+        if self.outcome in (Outcome.EXPIRED, Outcome.WITHHELD) or self.unexpected:
             return None
         return not self.unhealthy
 
@@ -105,7 +109,12 @@ class Channel(Protocol):
 
     async def aclose(self) -> None: ...
 
-    async def send(self, messages: Sequence[Message]) -> list[DeliveryResult]: ...
+    async def send(
+        self, messages: Sequence[Message], *, may_send: Callable[[], bool] | None = None
+    ) -> list[DeliveryResult]:
+        """One result per message, in order; `may_send()` is asked right before each provider call
+        (False: that message is WITHHELD)."""
+        ...
 
     async def check(self) -> None:
         """Return if the provider is reachable now; raise a `DeliveryError` saying why not."""
@@ -155,15 +164,21 @@ class BaseChannel(abc.ABC):
         """
 
     @final
-    async def send(self, messages: Sequence[Message]) -> list[DeliveryResult]:
-        """Deliver messages concurrently (bounded by `limits.max_in_flight`); one result per message, in order."""
+    async def send(
+        self, messages: Sequence[Message], *, may_send: Callable[[], bool] | None = None
+    ) -> list[DeliveryResult]:
+        """Deliver messages concurrently (bounded by `limits.max_in_flight`); one result per message, in
+        order. `may_send()`, asked right before each call (a cheap local check), may withhold the rest."""
         gate = asyncio.Semaphore(self.limits.max_in_flight)
 
         async def one(message: Message) -> DeliveryResult:
             async with gate:
-                # Checked at the last moment: nothing is ever sent after `expires`.
-                if message.expires is not None and datetime.now(UTC) >= message.expires:
+                # Checked at the last moment, with a margin for the request's way to the provider (a busy
+                # loop, a slow connection): nothing ever reaches the provider after `expires`.
+                if message.expires is not None and datetime.now(UTC) >= message.expires - EXPIRY_MARGIN:
                     return DeliveryResult(message.key, Outcome.EXPIRED)
+                if may_send is not None and not may_send():
+                    return DeliveryResult(message.key, Outcome.WITHHELD)
                 try:
                     provider_id = await self.deliver(message)
                 except TransientDeliveryError as exc:
