@@ -1,7 +1,8 @@
 """`make bench`: the DESIGN §9 performance checks, each beside a bare baseline measured in the same run.
 
-    .venv/bin/python bench/run.py [--quick] [--only startup,fanout,callbacks,escalation] [--redis URL]
+    .venv/bin/python bench/run.py [--quick] [--only startup,fanout,callbacks,escalation,reach] [--redis URL]
                                   [--residents N] [--callbacks N] [--connections N] [--escalation-tasks N]
+                                  [--reach-residents N] [--readers N]
 
 The machine is shared and noisy, so every benchmark prints its own figure, a baseline doing the least
 the same job needs on the same server in the same run, and their ratio; absolute numbers alone mean
@@ -24,11 +25,12 @@ from dataclasses import dataclass
 import callbacks
 import escalation
 import fanout
+import reach_load
 import startup
 from redis.asyncio import Redis
 from redis_target import redis_server
 
-BENCHMARKS = ("startup", "fanout", "callbacks", "escalation")
+BENCHMARKS = ("startup", "fanout", "callbacks", "escalation", "reach")
 MAX_RESIDENTS = 1_000_000
 
 
@@ -37,10 +39,11 @@ class Sizes:
     residents: int
     callbacks: int
     escalation_tasks: int
+    reach_residents: int
 
 
-DEFAULT = Sizes(residents=200_000, callbacks=20_000, escalation_tasks=100_000)
-QUICK = Sizes(residents=20_000, callbacks=2_000, escalation_tasks=10_000)
+DEFAULT = Sizes(residents=200_000, callbacks=20_000, escalation_tasks=100_000, reach_residents=100_000)
+QUICK = Sizes(residents=20_000, callbacks=2_000, escalation_tasks=10_000, reach_residents=10_000)
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--escalation-tasks", type=int, help=f"open must-reach tasks (default {DEFAULT.escalation_tasks:,})"
     )
+    parser.add_argument(
+        "--reach-residents",
+        type=int,
+        help=f"county of the reach benchmark (default {DEFAULT.reach_residents:,})",
+    )
+    parser.add_argument(
+        "--readers",
+        type=int,
+        default=reach_load.READERS,
+        help=f"concurrent /reach readers ({reach_load.READERS})",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else DEFAULT
-    for name in ("residents", "callbacks", "escalation_tasks"):
+    for name in ("residents", "callbacks", "escalation_tasks", "reach_residents"):
         if getattr(args, name) is None:
             setattr(args, name, getattr(sizes, name))
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -87,6 +101,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--callbacks must be between 100 and {MAX_RESIDENTS:,}")
     if not 1 <= args.connections <= 1000:
         parser.error("--connections must be between 1 and 1000")
+    if not 1_000 <= args.reach_residents <= MAX_RESIDENTS:
+        parser.error(f"--reach-residents must be between 1,000 and {MAX_RESIDENTS:,}")
+    if not 1 <= args.readers <= 1000:
+        parser.error("--readers must be between 1 and 1000")
     if not escalation.VILLAGES * 5 <= args.escalation_tasks <= MAX_RESIDENTS:
         parser.error(f"--escalation-tasks must be between {escalation.VILLAGES * 5:,} and {MAX_RESIDENTS:,}")
     return args
@@ -163,6 +181,28 @@ def startup_rows(r: startup.StartupResult) -> list[Row]:
     ]
 
 
+def reach_rows(r: reach_load.ReachLoadResult) -> list[Row]:
+    fivehundreds = r.statuses.get("500", 0)
+    return [
+        Row(
+            f"fan-out under {r.readers} /reach readers ({r.residents:,})",
+            f"{r.loaded_s:.2f} s (median of {len(r.of('readers'))})",
+            f"{r.alone_s:.2f} s alone",
+            f"{r.ratio:.2f}x time",
+            f"<= {reach_load.TARGET_RATIO}x, no 500",
+            verdict(r.ratio <= reach_load.TARGET_RATIO and fivehundreds == 0),
+        ),
+        Row(
+            "/reach reader answers",
+            ", ".join(f"{code} x {n:,}" for code, n in sorted(r.statuses.items())),
+            "-",
+            "-",
+            "0 x 500",
+            verdict(fivehundreds == 0),
+        ),
+    ]
+
+
 def table(rows: list[Row]) -> list[str]:
     header = Row("benchmark", "measured", "baseline (same run)", "ratio", "DESIGN target", "verdict")
     cells = [list(vars(row).values()) for row in (header, *rows)]
@@ -213,6 +253,13 @@ async def main(args: argparse.Namespace) -> int:
                 say(f"\n== 2. status callbacks: {args.callbacks:,} signed Twilio callbacks over loopback ==")
                 cb = await callbacks.run(url, args.callbacks, args.connections)
                 lines, new_rows = callbacks.describe(cb), callback_rows(cb)
+            elif name == "reach":
+                say(
+                    f"\n== 4. reading never slows sending: fan-out to {args.reach_residents:,} residents,"
+                    f" alone and under {args.readers} concurrent /reach readers over HTTP =="
+                )
+                rl = await reach_load.run(url, args.reach_residents, args.readers)
+                lines, new_rows = reach_load.describe(rl), reach_rows(rl)
             else:
                 say(f"\n== 3. escalation sweep: {args.escalation_tasks:,} open must-reach tasks ==")
                 small, large = await escalation.measure(url, args.escalation_tasks)

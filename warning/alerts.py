@@ -3,7 +3,8 @@
 alerts              HASH id → Alert JSON (the current version)
 alerts:by_time      ZSET id by issue time (listing)
 alert:{id}:ctl      HASH state, version, expires (epoch seconds): what workers check before sending
-audit               STREAM of audit events (actor, role, action, object, result, detail)
+audit               STREAM of audit events (actor, role, action, object, result, detail), trimmed to
+                    about AUDIT_MAXLEN entries (XADD MAXLEN ~): the oldest go first
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from warning.i18n import t
 from warning.model import Alert, AlertState
 from warning.store import Keyspace
 
+# The audit stream keeps about this many of its latest entries (XADD … MAXLEN ~ N: Redis trims whole
+# nodes, so a few more stay). A million entries are some 200 MB at most; export older ones first.
+AUDIT_MAXLEN = 1_000_000
+
 
 def new_alert_id(now: datetime) -> str:
     """A CAP-style identifier that sorts by time and never collides: `W20261129T010203-3f9a1c`."""
@@ -29,9 +34,10 @@ def new_alert_id(now: datetime) -> str:
 class AlertStore:
     """Reads and writes alerts and their audit trail."""
 
-    def __init__(self, redis: Redis, keys: Keyspace) -> None:
+    def __init__(self, redis: Redis, keys: Keyspace, *, audit_maxlen: int = AUDIT_MAXLEN) -> None:
         self.redis = redis
         self.keys = keys
+        self.audit_maxlen = audit_maxlen
 
     def _records(self) -> str:
         return self.keys.key("alerts")
@@ -80,7 +86,7 @@ class AlertStore:
     async def audit(
         self, *, actor: str, role: str, action: str, obj: str, result: str, detail: str = ""
     ) -> None:
-        """Append an audit event; the stream is never trimmed by the service."""
+        """Append an audit event; the stream is trimmed to about `audit_maxlen` entries, oldest first."""
         await self.redis.xadd(
             self.keys.key("audit"),
             {
@@ -92,6 +98,8 @@ class AlertStore:
                 "result": result,
                 "detail": detail,
             },
+            maxlen=self.audit_maxlen,
+            approximate=True,
         )
 
     async def audit_log(self, obj: str | None = None, limit: int = 1000) -> list[dict[str, str]]:

@@ -92,6 +92,7 @@ async def _directory_import(settings: Settings, paths: Sequence[Path], quiet: bo
             region=settings.directory.default_region,
             on_problem=_print_problem,
             progress=progress,
+            limits=settings.directory,
         )
     for bar in bars.values():
         bar.close()

@@ -48,6 +48,17 @@ class ServerSettings:
     # Identical reads of an alert's reach view within this long are served one answer (read once from
     # Redis, shared by every reader waiting for it).
     read_cache_ttl: float = _opt(0.75, duration=True, min=0.0, max=10.0)
+    # The signed-link pages (/c/…, /r/…) per client IP: requests per minute and burst, and refused
+    # attempts (invalid links) per minute after which the client gets 429 until the minute is over.
+    link_rate_per_minute: int = _opt(120, min=1, max=1_000_000)
+    link_burst: int = _opt(60, min=1, max=1_000_000)
+    link_refusals_per_minute: int = _opt(20, min=1, max=1_000_000)
+    # /readyz reuses each provider's last check this long (refreshed in the background, one at a time).
+    readyz_check_ttl: float = _opt(30.0, duration=True, min=0.0, max=3600.0)
+    # Reads of the API (GET) this process serves per second at most, so a crowd of readers can never take
+    # the event loop from the fan-out and the workers; a reader over the budget waits its turn (up to
+    # `redis.read_pool_timeout`, then 503 with Retry-After). 0: no limit.
+    read_rate: float = _opt(200.0, min=0.0, max=1_000_000.0)
 
     @property
     def base_url(self) -> str:
@@ -220,6 +231,14 @@ class TemplatesSettings:
 class DirectorySettings:
     # Region used to read national phone numbers (ISO 3166 code).
     default_region: str = _opt("CN", pattern=r"[A-Z]{2}")
+    # Budgets against hostile files (zip bombs), checked on an XLSX's declared sizes before it is parsed:
+    # all members unpacked together, the unpack ratio of any member over 1 MiB, and the member count.
+    xlsx_max_unpacked_mb: int = _opt(200, min=1, max=100_000)
+    xlsx_max_ratio: int = _opt(100, min=2, max=100_000)
+    xlsx_max_members: int = _opt(1000, min=10, max=100_000)
+    # Checked while rows stream (XLSX sheet or CSV file): rows per table, characters per cell.
+    max_rows: int = _opt(1_000_000, min=1, max=100_000_000)
+    max_cell_chars: int = _opt(32_767, min=100, max=10_000_000)
 
 
 @dataclass(frozen=True)

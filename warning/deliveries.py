@@ -121,7 +121,8 @@ return {queued, skipped}
 # alert; an all-clear only for a cancelled one, until the control hash's `clear_until` (it may outlive
 # the alert's own expiry: the all-clear of a warning cancelled just before it expired still goes out).
 # "a": the recipient is `sending` already — a worker was cut off mid-call (killed, or Redis went away) —
-# so it may have been sent: the worker reconciles it (looks it up) instead of sending it blindly again.
+# so it may have been sent: the worker reconciles it (looks it up) instead of sending it blindly again,
+# and, if the alert ended meanwhile, settles it as cancelled/expired only if the provider never got it.
 _VERDICT = """
 local state = redis.call('HGET', KEYS[3], 'state')
 local current = redis.call('HGET', KEYS[3], 'version')
@@ -151,7 +152,7 @@ local out = {{}}
 for i = 3, #ARGV do
   local rid = ARGV[i]
   local old = redis.call('HGET', KEYS[1], rid)
-  if old == 's' and target == 's' then
+  if old == 's' then
     out[#out + 1] = 'a'  -- claimed before by a worker cut off mid-call: it may have gone, reconcile it
   elseif old and string.find(moves[target], old, 1, true) then
     redis.call('HSET', KEYS[1], rid, target)

@@ -233,6 +233,19 @@ class Counts:
         return {o: self.raw.get(f"outcome:{o}", 0) for o in OUTCOMES}
 
 
+OPEN_PAGE_SCANS: Final = 64  # SSCAN calls one page of open residents may take at most
+
+
+def _cursor(cursor: str) -> tuple[int, int]:
+    """Parse "{scan}.{skip}" → (scan, skip); "" → (0, 0). Raises ValueError for anything else."""
+    if not cursor:
+        return 0, 0
+    scan, dot, skip = cursor.partition(".")
+    if not dot or not scan.isdigit() or not skip.isdigit() or len(cursor) > 40:
+        raise ValueError(cursor)
+    return int(scan), int(skip)
+
+
 def _entry(rid: str, raw: str) -> Entry:
     head, village, audience, cadre = raw.split("|", 3)
     return Entry(rid, STATES[head[0]], head[1] == "1", village, audience, cadre)
@@ -391,6 +404,35 @@ class Reach:
                 yield entries
             if cursor == 0:
                 break
+
+    async def open_page(self, alert_id: str, cursor: str = "", limit: int = 100) -> tuple[list[Entry], str]:
+        """One page of the must-reach residents nobody has acknowledged or confirmed yet: at most `limit`,
+        from `cursor` ("" = the first page), and the cursor of the next page ("" = this was the last).
+
+        The cursor is "{SSCAN cursor}.{members of that scan batch already served}", so a page never
+        returns more than `limit` and never skips a member it cut off. As with SSCAN, a member may be
+        served twice while the set shrinks; one that stays open the whole time is served at least once.
+
+        Raises:
+            ValueError: a cursor this method did not make.
+        """
+        scan, skip = _cursor(cursor)
+        ids: list[str] = []
+        for _ in range(OPEN_PAGE_SCANS):  # a sparse set can give empty scan batches: bound the round trips
+            scanned: Any = await self.redis.sscan(self.key(alert_id, "open"), scan, count=max(limit, 10))
+            after, members = scanned
+            batch = sorted(map(str, members))  # one batch is the same set of members each time: fix its order
+            take = batch[skip : skip + limit - len(ids)]
+            ids += take
+            if skip + len(take) < len(batch):  # the page filled inside this batch: resume inside it
+                return await self._open_entries(alert_id, ids), f"{scan}.{skip + len(take)}"
+            scan, skip = int(after), 0
+            if scan == 0 or len(ids) >= limit:
+                break
+        return await self._open_entries(alert_id, ids), "" if scan == 0 else f"{scan}.0"
+
+    async def _open_entries(self, alert_id: str, ids: list[str]) -> list[Entry]:
+        return [e for e in await self.entries(alert_id, ids) if not e.done]
 
     async def open_count(self, alert_id: str) -> int:
         return int(await self.redis.scard(self.key(alert_id, "open")))

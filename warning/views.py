@@ -7,21 +7,30 @@ status` and `warning report` (CSV, XLSX, JSON).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
-from collections.abc import Sequence
+import json
+import time
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from warning.channels.liveness import speaker_status
+from warning.channels.liveness import status_key
 from warning.deliveries import STATES as DELIVERY_STATES
 from warning.escalation import escalation_json
 from warning.i18n import current_language, t
 from warning.labels import BEIJING, beijing, label
 from warning.model import Alert, Contact
+from warning.reach import Entry
 from warning.readmodel import ReadModel
 
 UNREACHED_LIMIT = 1000  # rows of unreached residents in one view (the counts are always complete)
+UNREACHED_PAGE = 100  # unreached residents in one web page unless `limit` says otherwise
+UNREACHED_MAX_PAGE = 1000  # the most the web serves in one page, whatever `limit` asks
+VILLAGES_PAGE = 50  # villages in one web page unless `villages_limit` says otherwise
+VILLAGES_MAX_PAGE = 500
+T = TypeVar("T")
 _LEDGER_PURPOSES = ("", ".task", ".spk", ".esc0", ".esc1", ".esc2", ".esc3", ".esc4", ".esc5")
 
 
@@ -51,27 +60,67 @@ async def channel_counts(service: ReadModel, alert: Alert) -> dict[str, dict[str
     return out
 
 
-async def _speakers(service: ReadModel, alert: Alert, village: str) -> dict[str, int]:
-    devices = [s.device_id async for batch in service.directory.stream_speakers([village]) for s in batch]
-    if not devices:
-        return {"total": 0, "online": 0, "played": 0, "failed": 0}
-    status = await speaker_status(service.store, devices)
-    key = service.deliveries.states_key(alert.id, alert.version, "speaker")
-    codes = await service.deliveries.redis.hmget(key, [f"s:{d}" for d in devices])
-    states = [DELIVERY_STATES.get(str(c), "") for c in codes]
-    return {
-        "total": len(devices),
-        "online": sum(1 for d in devices if status.get(d, {}).get("online")),
-        "played": states.count("delivered"),
-        "failed": states.count("failed") + states.count("dead"),
-    }
+async def _speakers(service: ReadModel, alert: Alert, codes: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Loudspeakers per village of `codes` (one page): total, online, played, failed — in two round trips
+    whatever the page's size (a village has a handful of loudspeakers)."""
+    redis = service.deliveries.redis
+    async with redis.pipeline(transaction=False) as pipe:
+        for code in codes:
+            # The directory's set of a village's device ids (layout: warning/directory/store.py).
+            pipe.smembers(service.store.keys.key("dir", f"v:{code}:speakers"))
+        found = await pipe.execute() if codes else []
+    by_village = {code: sorted(map(str, ids)) for code, ids in zip(codes, found, strict=True)}
+    devices = [d for ids in by_village.values() for d in ids]
+    status: dict[str, dict[str, Any]] = {}
+    states: dict[str, str] = {}
+    if devices:
+        key = service.deliveries.states_key(alert.id, alert.version, "speaker")
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(status_key(service.store), devices)
+            pipe.hmget(key, [f"s:{d}" for d in devices])
+            raw_status, codes_raw = await pipe.execute()
+        status = {d: json.loads(r) for d, r in zip(devices, raw_status, strict=True) if r}
+        states = {d: DELIVERY_STATES.get(str(c), "") for d, c in zip(devices, codes_raw, strict=True)}
+    out = {}
+    for code in codes:
+        ids = by_village[code]
+        seen = [states.get(d, "") for d in ids]
+        out[code] = {
+            "total": len(ids),
+            "online": sum(1 for d in ids if status.get(d, {}).get("online")),
+            "played": seen.count("delivered"),
+            "failed": seen.count("failed") + seen.count("dead"),
+        }
+    return out
 
 
-async def reach_view(service: ReadModel, alert_id: str, *, limit: int = UNREACHED_LIMIT) -> dict[str, Any]:
+def _offset(cursor: str) -> int:
+    """A villages cursor ("" or a row number) → the row to start at. Raises ValueError otherwise."""
+    if not cursor:
+        return 0
+    if not cursor.isdigit() or len(cursor) > 9:
+        raise ValueError(cursor)
+    return int(cursor)
+
+
+async def reach_view(
+    service: ReadModel,
+    alert_id: str,
+    *,
+    limit: int = UNREACHED_LIMIT,
+    cursor: str = "",
+    villages_limit: int | None = None,
+    villages_cursor: str = "",
+) -> dict[str, Any]:
     """The reach of an alert (DESIGN §5.2 shape, plus audiences, outcomes, milestones, escalations).
+
+    Every figure comes from counters; the lists are pages: up to `limit` unreached must-reach residents
+    from `cursor` (`unreached_next` continues, null at the end), up to `villages_limit` villages (None:
+    all) from row `villages_cursor` (`villages_next`). Callers serving the web bound both.
 
     Raises:
         AlertNotFound: unknown id.
+        ValueError: a cursor the view did not hand out.
     """
     alert = await service.alerts.get(alert_id)
     reach = service.reach
@@ -79,8 +128,12 @@ async def reach_view(service: ReadModel, alert_id: str, *, limit: int = UNREACHE
     must = counts.scope("must")
     responsible = await service.escalation.responsible(alert.id)
     heard = await reach.heard(alert.id)
-    village_codes = sorted(set(counts.names("v:")) | set(await service.directory.village_codes(alert.areas)))
+    all_codes = sorted(set(counts.names("v:")) | set(await service.directory.village_codes(alert.areas)))
+    first = _offset(villages_cursor)
+    village_codes = all_codes[first:] if villages_limit is None else all_codes[first : first + villages_limit]
+    after = first + len(village_codes)
     names = {v.code: v.name for v in await service.directory.villages(village_codes)}
+    speakers = await _speakers(service, alert, village_codes)
     villages = []
     for code in village_codes:
         mv, everyone = counts.scope(f"mv:{code}"), counts.scope(f"v:{code}")
@@ -94,22 +147,25 @@ async def reach_view(service: ReadModel, alert_id: str, *, limit: int = UNREACHE
                 "notified": mv["notified"],
                 "pending": mv["pending"],
                 "residents": everyone,
-                "speakers": await _speakers(service, alert, code),
+                "speakers": speakers[code],
                 "heard_at": _iso(heard.get(code)),
                 "responsible": _responsible_json(responsible.get(code)),
             }
         )
-    unreached: list[dict[str, Any]] = []
-    async for entries in reach.open_residents(alert.id):
-        for entry in entries:
-            if len(unreached) >= limit:
-                break
-            unreached.append({"entry": entry})
-    entries_out = [row["entry"] for row in unreached]
+    entries_out: list[Entry] = []
+    next_cursor = cursor
+    while True:  # one page when the web asks; page after page up to `limit` for reports
+        want = min(limit - len(entries_out), UNREACHED_MAX_PAGE)
+        page, next_cursor = await reach.open_page(alert.id, next_cursor, want)
+        entries_out += page
+        if not next_cursor or len(entries_out) >= limit or limit <= UNREACHED_MAX_PAGE:
+            break
     escalated = await service.escalation.is_escalated(alert.id, [e.resident for e in entries_out])
     owners = [responsible.get(e.village, (e.cadre, ""))[0] for e in entries_out]
     contacts = await _contacts(service, owners)
     people = await service.directory.residents([e.resident for e in entries_out])
+    resident_villages = sorted({e.village for e in entries_out} - set(names))
+    names |= {v.code: v.name for v in await service.directory.villages(resident_villages)}
     unreached_json = []
     for entry, owner, flag in zip(entries_out, owners, escalated, strict=True):
         contact = contacts.get(owner)
@@ -151,12 +207,101 @@ async def reach_view(service: ReadModel, alert_id: str, *, limit: int = UNREACHE
         "residents": counts.scope("all"),
         "audiences": {name: counts.scope(f"au:{name}") for name in counts.names("au:")},
         "villages": villages,
+        "villages_total": len(all_codes),
+        "villages_next": str(after) if after < len(all_codes) else None,
         "unreached": unreached_json,
         "unreached_total": await reach.open_count(alert.id),
+        "unreached_next": next_cursor or None,
         "channels": await channel_counts(service, alert),
         "milestones": {k: _iso(v) for k, v in (await reach.milestones(alert.id)).items() if ":" not in k},
         "escalations": [escalation_json(e) for e in await service.escalation.log(alert.id)],
     }
+
+
+class ViewCache(Generic[T]):
+    """Coalesces identical reads: callers asking for the same key while it is being built share that one
+    build (single flight), and its result serves the same key for `ttl` seconds after. So 200 readers of
+    one reach view cost about one read of Redis per `ttl`, whatever their number.
+
+    A failed build is not kept: every caller waiting for it gets the error, the next one tries again. A
+    caller that gives up (its client went away) does not cancel the build for the others.
+    """
+
+    def __init__(self, ttl: float, *, max_entries: int = 256, clock: Callable[[], float] = time.monotonic):
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.clock = clock
+        self.builds = 0  # how many times a value was built (tests and metrics)
+        self._done: dict[Hashable, tuple[float, T]] = {}
+        self._flying: dict[Hashable, asyncio.Task[T]] = {}
+
+    def forget(self, match: Callable[[Hashable], bool]) -> None:
+        """Drop the kept values whose key matches (a write through this process changed them)."""
+        self._done = {k: v for k, v in self._done.items() if not match(k)}
+
+    async def get(self, key: Hashable, build: Callable[[], Awaitable[T]]) -> T:
+        now = self.clock()
+        kept = self._done.get(key)
+        if kept is not None and kept[0] > now:
+            return kept[1]
+        task = self._flying.get(key)
+        if task is None:
+            task = asyncio.create_task(self._build(key, build))
+            task.add_done_callback(_retrieve)
+            self._flying[key] = task
+        return await asyncio.shield(task)
+
+    async def _build(self, key: Hashable, build: Callable[[], Awaitable[T]]) -> T:
+        try:
+            self.builds += 1
+            value = await build()
+        finally:
+            self._flying.pop(key, None)
+        if self.ttl > 0:
+            now = self.clock()
+            if len(self._done) >= self.max_entries:
+                self._done = {k: v for k, v in self._done.items() if v[0] > now}
+                while len(self._done) >= self.max_entries:  # still full of live entries: drop the oldest
+                    del self._done[next(iter(self._done))]
+            self._done[key] = (now + self.ttl, value)
+        return value
+
+
+class ReadGate:
+    """A budget of reads per second (a token bucket: `rate` a second, bursts of a quarter second's worth).
+
+    `enter()` waits for the reader's turn and says True, or says False at once when that turn is more
+    than `timeout` away (answer 503). Waiting costs nothing, so however many readers come, the process
+    spends at most `rate` reads' worth of work a second on them and the rest on sending.
+    """
+
+    def __init__(self, rate: float, *, timeout: float, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate
+        self.timeout = timeout
+        self.clock = clock
+        self.refused = 0
+        self._burst = max(1.0, rate / 4) / rate if rate > 0 else 0.0  # seconds of credit
+        self._next = 0.0  # when the bucket is next empty (theoretical arrival time of the next read)
+
+    async def enter(self) -> bool:
+        if self.rate <= 0:
+            return True
+        now = self.clock()
+        start = max(self._next, now)
+        wait = start - now - self._burst
+        if wait > self.timeout:
+            self.refused += 1
+            return False
+        self._next = start + 1 / self.rate
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return True
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    # The error reached every caller that waited; this keeps asyncio from logging it once more.
+    if not task.cancelled():
+        task.exception()
 
 
 def _responsible_json(found: tuple[str, str] | None) -> dict[str, str] | None:

@@ -453,8 +453,13 @@ class ChannelWorker:
             part, remaining = remaining[: 1 if probe else chunk], remaining[1 if probe else chunk :]
             verdict = await self.deliveries.verdict(batch)
             if verdict != "s":
-                # Cancelled, superseded or expired: settle everything left at once, no rate tokens spent.
-                await self.deliveries.claim(batch.with_recipients(part + remaining))
+                # Cancelled, superseded or expired: settle everything left at once, no rate tokens spent
+                # (what a cut-off worker was sending is looked up first: settled only if never sent).
+                left = part + remaining
+                decisions = await self.deliveries.claim(batch.with_recipients(left))
+                cut_off = [r for r, decision in zip(left, decisions, strict=True) if decision == "a"]
+                if cut_off:
+                    await self._cut_off(batch.with_recipients(cut_off))
                 if probe:
                     self.breaker.release_probe()
                 return

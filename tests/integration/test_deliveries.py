@@ -68,13 +68,17 @@ async def test_claim_refuses_after_cancel_and_after_expiry(store: Store) -> None
     assert await deliveries.claim(_batch("r:3")) == "X"
 
 
-async def test_reclaimed_sending_is_sent_again(store: Store) -> None:
-    """A recipient left 'sending' by a dead worker is handed out again (the bounded duplicate)."""
+async def test_reclaimed_sending_is_reconciled_not_sent_blindly(store: Store) -> None:
+    """A recipient left 'sending' by a dead worker is handed out as "a": look it up at the provider (it
+    may have gone) before any resend or settling; the claim changes nothing, cancelled or not."""
     deliveries = Deliveries(store.redis, store.keys)
     await _issued(store, deliveries)
     await deliveries.enqueue(_batch("r:1"), urgent=False)
     assert await deliveries.claim(_batch("r:1")) == "s"
-    assert await deliveries.claim(_batch("r:1")) == "s"
+    assert await deliveries.claim(_batch("r:1")) == "a"
+    assert await deliveries.state("A1", 1, "sms", "r:1") == "sending"
+    await _issued(store, deliveries, state="cancelled")
+    assert await deliveries.claim(_batch("r:1")) == "a"
 
 
 async def test_stop_commands_are_claimed_after_cancel(store: Store) -> None:

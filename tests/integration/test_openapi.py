@@ -97,11 +97,12 @@ def test_api_routes_need_a_token_and_the_rest_do_not() -> None:
 
 
 def test_the_create_body_lists_exactly_the_fields_the_api_accepts() -> None:
-    """AlertCreate's properties are api._ALERT_FIELDS, closed to others, with event, level and areas required."""
+    """AlertCreate's properties are api._ALERT_FIELDS, closed to others; event, level, areas, and the headline
+    and instruction every sent alert needs (preview.require_text), are required."""
     schema = openapi_document()["components"]["schemas"]["AlertCreate"]
     assert set(schema["properties"]) == _ALERT_FIELDS
     assert schema["additionalProperties"] is False
-    assert set(schema["required"]) == {"event", "level", "areas"}
+    assert set(schema["required"]) == {"event", "level", "areas", "headline", "instruction"}
 
 
 def test_a_full_alert_matches_the_alert_schema() -> None:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 from xml.etree.ElementTree import Element, SubElement, tostring
 
-from warning.cap.emit import COLOUR_ZH
+from warning.cap.emit import COLOUR_ZH, xml_text
 from warning.model import Alert, AlertState, AlertStatus
 
 ATOM_NAMESPACE = "http://www.w3.org/2005/Atom"
@@ -30,7 +30,7 @@ def _atom_time(moment: datetime) -> str:
 
 def _add(parent: Element, name: str, text: str | None = None, **attributes: str) -> Element:
     child = SubElement(parent, name, attributes)
-    child.text = text
+    child.text = xml_text(text)
     return child
 
 

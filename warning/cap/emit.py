@@ -8,6 +8,7 @@ description and instruction are the original text, because we have no translatio
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from xml.etree.ElementTree import Element, SubElement, tostring
@@ -89,9 +90,19 @@ def _area_desc(code: str, villages: Sequence[Village]) -> str:
     return code
 
 
+# Characters XML 1.0 cannot carry at all, not even escaped: C0 controls but tab, LF and CR; U+FFFE/U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def xml_text(text: str | None) -> str | None:
+    """`text` without the characters XML 1.0 cannot hold: the JSON API accepts any string, and one stray
+    control character in a headline would otherwise make our CAP document and Atom feed unreadable."""
+    return _NOT_XML.sub("", text) if text else text
+
+
 def _add(parent: Element, name: str, text: str | None = None) -> Element:
     child = SubElement(parent, f"{{{CAP12_NAMESPACE}}}{name}")
-    child.text = text
+    child.text = xml_text(text)
     return child
 
 

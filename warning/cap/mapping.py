@@ -17,6 +17,7 @@ Only then does severity decide (Minor blue … Extreme red); Unknown severity an
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,12 @@ from warning.model import AlertStatus, Level, Village
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean radius
 VILLAGE_BATCH = 500
 _EPSILON = 1e-9  # degrees: a village this close to a polygon's edge is on it, hence inside
+# Shape matching runs in a worker thread, over edges indexed by latitude band (a village is tested
+# only against the edges of its band). A shape whose edges would still cost more than this many
+# village × edge tests in one message is refused (a zig-zag crafted so every edge spans every band);
+# real boundaries cost a few hundred thousand. Point counts are limited by the parser (`validate`).
+MAX_EDGE_TESTS = 10_000_000
+_MAX_BANDS = 256
 
 LEVEL_OF_SEVERITY = {
     Severity.MINOR: Level.BLUE,
@@ -254,8 +261,12 @@ class _AreaMatcher:
         scope = county if len(county) > len(prefix) else prefix
         return scope if await self._source.village_codes([scope]) else None
 
-    async def match(self, area: CapArea) -> set[str]:
-        """Our area codes this `<area>` covers: geocode prefixes and 12-digit village codes."""
+    async def match(self, area: CapArea, path: str = "alert/info/area") -> set[str]:
+        """Our area codes this `<area>` (at `path`) covers: geocode prefixes and 12-digit village codes.
+
+        Raises:
+            CapError: rule `area-complexity` when its shapes would cost over MAX_EDGE_TESTS tests.
+        """
         found: set[str] = set()
         for name, value in area.geocodes:
             prefix = _geocode_prefix(name, value)
@@ -263,24 +274,114 @@ class _AreaMatcher:
             if matched:
                 found.add(matched)
         if area.polygons or area.circles:
-            # A bounding box first: most of a county's thousands of villages lie outside it.
-            boxes = [(_bounds(p), p) for p in area.polygons]
-            for code, lat, lon in await self._villages_located():
-                if any(_in_bounds(lat, lon, box) and in_polygon(lat, lon, p) for box, p in boxes) or any(
-                    in_circle(lat, lon, c) for c in area.circles
-                ):
-                    found.add(code)
+            located = await self._villages_located()
+            # CPU work over (up to) every village and edge: off the event loop, bounded by MAX_EDGE_TESTS.
+            found |= await asyncio.to_thread(match_shapes, located, area.polygons, area.circles, path)
         return found
 
 
-def _bounds(polygon: Polygon) -> tuple[float, float, float, float]:
-    lats = [lat for lat, _ in polygon.points]
-    lons = [lon for _, lon in polygon.points]
-    return min(lats) - _EPSILON, max(lats) + _EPSILON, min(lons) - _EPSILON, max(lons) + _EPSILON
+Edge = tuple[tuple[float, float], tuple[float, float]]
 
 
-def _in_bounds(lat: float, lon: float, box: tuple[float, float, float, float]) -> bool:
-    return box[0] <= lat <= box[1] and box[2] <= lon <= box[3]
+class _Ring:
+    """A polygon prepared for many point tests: its bounding box, and its edges by latitude band.
+
+    `contains` gives exactly `in_polygon`'s answer: a point can be on an edge, or be crossed by one
+    on its eastward ray, only if its latitude lies within that edge's (widened by _EPSILON), so only
+    the edges of the point's band are looked at.
+    """
+
+    def __init__(self, polygon: Polygon) -> None:
+        points = polygon.points
+        lats = [lat for lat, _ in points]
+        lons = [lon for _, lon in points]
+        self.box = (min(lats) - _EPSILON, max(lats) + _EPSILON, min(lons) - _EPSILON, max(lons) + _EPSILON)
+        edges: list[Edge] = list(zip(points, points[1:] + points[:1], strict=True))
+        self._low = self.box[0]
+        self._count = max(1, min(_MAX_BANDS, len(edges)))
+        self._height = (self.box[1] - self.box[0]) / self._count or 1.0
+        self.bands: list[list[Edge]] = [[] for _ in range(self._count)]
+        for edge in edges:
+            (y1, _), (y2, _) = edge
+            for band in range(self.band(min(y1, y2) - _EPSILON), self.band(max(y1, y2) + _EPSILON) + 1):
+                self.bands[band].append(edge)
+
+    def band(self, lat: float) -> int:
+        return min(self._count - 1, max(0, int((lat - self._low) / self._height)))
+
+    def in_box(self, lat: float, lon: float) -> bool:
+        box = self.box
+        return box[0] <= lat <= box[1] and box[2] <= lon <= box[3]
+
+    def contains(self, lat: float, lon: float) -> bool:
+        edges = self.bands[self.band(lat)]
+        if any(_on_segment(lat, lon, a, b) for a, b in edges):
+            return True
+        inside = False
+        for (y1, x1), (y2, x2) in edges:
+            if (y1 > lat) != (y2 > lat):
+                crossing = x1 + (lat - y1) * (x2 - x1) / (y2 - y1)
+                if lon < crossing:
+                    inside = not inside
+        return inside
+
+
+def _circle_box(circle: Circle) -> tuple[float, float, float, float]:
+    # A box surely holding the circle (1 % wider than its radius in degrees); near a pole, all longitudes.
+    dlat = math.degrees(circle.radius_km / EARTH_RADIUS_KM) * 1.01 + _EPSILON
+    cos = math.cos(math.radians(circle.lat))
+    dlon = dlat / cos if cos > 0.01 else 360.0
+    if not -180.0 <= circle.lon - dlon <= circle.lon + dlon <= 180.0:  # across the antimeridian
+        return circle.lat - dlat, circle.lat + dlat, -360.0, 360.0
+    return circle.lat - dlat, circle.lat + dlat, circle.lon - dlon, circle.lon + dlon
+
+
+def match_shapes(
+    villages: Sequence[tuple[str, float, float]],
+    polygons: Sequence[Polygon],
+    circles: Sequence[Circle],
+    path: str = "alert/info/area",
+) -> set[str]:
+    """Codes of the `(code, lat, lon)` villages inside any of the polygons or circles (CPU-bound:
+    callers on the event loop run it with `asyncio.to_thread`).
+
+    Raises:
+        CapError: rule `area-complexity` at `path` when the polygons would need over MAX_EDGE_TESTS
+            village × edge tests (counted before any is made).
+    """
+    rings = [_Ring(p) for p in polygons]
+    candidates = [
+        [(code, lat, lon) for code, lat, lon in villages if ring.in_box(lat, lon)] for ring in rings
+    ]
+    cost = sum(
+        len(ring.bands[ring.band(lat)])
+        for ring, near in zip(rings, candidates, strict=True)
+        for _, lat, _ in near
+    )
+    if cost > MAX_EDGE_TESTS:
+        raise _mapping_error(
+            path,
+            "area-complexity",
+            "多边形过于复杂（需要 {cost} 次村庄 × 边的判断，上限 {limit}）：请简化多边形，或改用行政区划代码（geocode）",
+            "the polygons are too complex ({cost} village × edge tests, over the limit of {limit}): simplify "
+            "them, or use division-code geocodes",
+            cost=cost,
+            limit=MAX_EDGE_TESTS,
+        )
+    found: set[str] = set()
+    for ring, near in zip(rings, candidates, strict=True):
+        found.update(code for code, lat, lon in near if code not in found and ring.contains(lat, lon))
+    for circle in circles:
+        box = _circle_box(circle)
+        found.update(
+            code
+            for code, lat, lon in villages
+            if code not in found
+            and box[0] <= lat <= box[1]
+            and box[2] <= lon <= box[3]
+            and in_circle(lat, lon, circle)
+        )
+    return found
 
 
 def _describe(area: CapArea) -> str:
@@ -332,13 +433,13 @@ async def map_cap(alert: CapAlert, villages: VillageSource, *, county_prefix: st
     unmatched: list[str] = []
     if info is not None:
         matcher = _AreaMatcher(villages, county_prefix)
-        for area in info.areas:
-            covered = await matcher.match(area)
+        index = alert.infos.index(info) + 1
+        for number, area in enumerate(info.areas, 1):
+            covered = await matcher.match(area, f"alert/info[{index}]/area[{number}]")
             found |= covered
             if not covered and _describe(area) not in unmatched:
                 unmatched.append(_describe(area))
         if not found and alert.msg_type is not MsgType.CANCEL:
-            index = alert.infos.index(info) + 1
             raise _mapping_error(
                 f"alert/info[{index}]/area",
                 "no-area-match",

@@ -102,6 +102,10 @@ _LANGUAGE = re.compile(r"[a-zA-Z]{1,8}(?:-[a-zA-Z0-9]{1,8})*", re.ASCII)
 _FORBIDDEN_IN_TOKEN = re.compile(r"[\s,<&]")
 _QUOTED_OR_WORD = re.compile(r'"([^"]*)"|(\S+)')
 MIN_POLYGON_POINTS = 4
+# Hostile-input bounds (real CAP polygons have tens to a few thousand points): matching a message's
+# shapes against every village costs points × villages, so both counts are capped; a circle counts 1.
+MAX_POLYGON_POINTS = 10_000
+MAX_MESSAGE_POINTS = 20_000
 MAX_SIZE_DIGITS = 20  # more bytes than any resource could have
 
 E = TypeVar("E", bound=enum.StrEnum)
@@ -137,6 +141,8 @@ RULES: dict[str, tuple[str, str]] = {
     "references-required": ("msgType 为 {msg_type} 时必须引用原消息（sender,identifier,sent）", "msgType {msg_type} must reference the earlier message (sender,identifier,sent)"),
     "coordinates": ("{value} 不是范围内的 lat,lon 坐标对（纬度 ±90，经度 ±180）", "{value} is not a lat,lon pair in range (latitude ±90, longitude ±180)"),
     "polygon-points": ("只有 {count} 个点；多边形至少需要 4 个点（首尾相同）", "has {count} point(s); a polygon needs at least 4 (first and last equal)"),
+    "polygon-point-limit": ("有 {count} 个点，超过每个多边形 {limit} 个点的上限：请简化多边形，或改用行政区划代码（geocode）", "has {count} points, over the limit of {limit} points per polygon: simplify it, or use division-code geocodes"),
+    "message-point-limit": ("消息中的多边形和圆共有 {count} 个点，超过每条消息 {limit} 个点的上限：请简化区域，或改用行政区划代码（geocode）", "the message's polygons and circles have {count} points, over the limit of {limit} points per message: simplify the areas, or use division-code geocodes"),
     "polygon-closed": ("多边形未闭合：第一个点必须等于最后一个点", "polygon is not closed: the first point must equal the last"),
     "circle": ("{value} 不是“lat,lon 半径”格式，半径不能为负", "{value} is not 'lat,lon radius' with a radius ≥ 0"),
     "ceiling-altitude": ("有 ceiling 时必须同时给出 altitude", "ceiling may only be used together with altitude"),
@@ -305,9 +311,13 @@ def parse_polygon(text: str, path: str) -> Polygon:
     """`<polygon>`: whitespace-separated `lat,lon` pairs (closure and range are checked by `validate`).
 
     Raises:
-        CapError: a pair that is not two decimals joined by a comma (rule `coordinates`).
+        CapError: a pair that is not two decimals joined by a comma (rule `coordinates`), or more
+            than MAX_POLYGON_POINTS pairs (rule `polygon-point-limit`).
     """
-    return Polygon(tuple(_coordinate_pair(pair, path) for pair in text.split()))
+    pairs = text.split()
+    if len(pairs) > MAX_POLYGON_POINTS:  # before any number is read
+        raise cap_error(path, "polygon-point-limit", count=len(pairs), limit=MAX_POLYGON_POINTS)
+    return Polygon(tuple(_coordinate_pair(pair, path) for pair in pairs))
 
 
 def parse_circle(text: str, path: str) -> Circle:
@@ -335,6 +345,8 @@ def _check_area(area: CapArea, path: str) -> None:
         where, points = f"{path}/polygon[{i}]", polygon.points
         if len(points) < MIN_POLYGON_POINTS:
             raise cap_error(where, "polygon-points", count=len(points))
+        if len(points) > MAX_POLYGON_POINTS:
+            raise cap_error(where, "polygon-point-limit", count=len(points), limit=MAX_POLYGON_POINTS)
         for lat, lon in points:
             _check_point(lat, lon, where)
         if points[0] != points[-1]:
@@ -378,6 +390,10 @@ def validate(alert: CapAlert) -> None:
         raise cap_error("alert/restriction", "restriction-scope")
     if alert.scope is Scope.PRIVATE and not alert.addresses:
         raise cap_error("alert/addresses", "addresses-scope")
+    points = sum(len(p.points) for info in alert.infos for area in info.areas for p in area.polygons)
+    points += sum(len(area.circles) for info in alert.infos for area in info.areas)
+    if points > MAX_MESSAGE_POINTS:
+        raise cap_error("alert", "message-point-limit", count=points, limit=MAX_MESSAGE_POINTS)
     for i, info in enumerate(alert.infos, 1):
         _check_times(info, alert.msg_type, f"alert/info[{i}]")
         for j, area in enumerate(info.areas, 1):

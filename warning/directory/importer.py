@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from warning.config import DirectorySettings
 from warning.directory.read import Table, open_tables
 from warning.directory.refs import References
 from warning.directory.rows import RowProblem, parse_row
@@ -131,16 +132,19 @@ async def import_files(
     region: str = "CN",
     on_problem: ProblemSink,
     progress: Progress | None = None,
+    limits: DirectorySettings | None = None,
 ) -> ImportReport:
     """Import directory files (CSV or XLSX, kind detected from the header) and report what happened.
 
-    A file whose header is bad imports nothing and is reported in `bad_files`; the other files import.
+    A file whose header is bad, or that is over a budget of `limits` (default: `DirectorySettings()`)
+    on its declared sizes, imports nothing and is reported in `bad_files`; the other files import. A
+    table found over the row or cell budget only while streaming stops the import with ImportFileError.
     """
     report = ImportReport()
     tables: list[Table] = []
     for path in paths:
         try:
-            tables += await asyncio.to_thread(open_tables, path)
+            tables += await asyncio.to_thread(open_tables, path, limits or DirectorySettings())
         except ImportFileError as exc:
             report.bad_files.append(str(exc))
     tables.sort(key=lambda table: _ORDER[table.kind])

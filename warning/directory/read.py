@@ -16,7 +16,9 @@ import csv
 import datetime
 import inspect
 import io
+import math
 import zipfile
+import zlib
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from xml.etree.ElementTree import ParseError
 from openpyxl import load_workbook
 from openpyxl.utils.exceptions import InvalidFileException
 
+from warning.config import DirectorySettings
 from warning.directory.headers import OVERFLOW, read_header
 from warning.errors import ImportFileError
 from warning.i18n import t
@@ -33,8 +36,24 @@ from warning.model import Kind
 
 SNIFF_BYTES = 64 * 1024
 _CHUNK = 1024 * 1024
+_MB = 1024 * 1024
+_RATIO_FLOOR = _MB  # members smaller than this unpacked are too small to bomb, whatever their ratio
+_DEFAULT_LIMITS = DirectorySettings()
+_FIX = (
+    "请把文件拆分成几个较小的文件，或另存为 “CSV UTF-8 (逗号分隔)” 后导入",
+    "split the file into smaller ones, or save it as 'CSV UTF-8 (Comma delimited)' and import that",
+)
 # What openpyxl raises on a damaged or hostile workbook (defusedxml's errors are ValueErrors).
-_XLSX_ERRORS = (OSError, zipfile.BadZipFile, InvalidFileException, KeyError, ValueError, ParseError)
+# zlib.error: a damaged deflate stream inside the zip, found only when that part is read.
+_XLSX_ERRORS = (
+    OSError,
+    zipfile.BadZipFile,
+    InvalidFileException,
+    KeyError,
+    ValueError,
+    ParseError,
+    zlib.error,
+)
 
 
 class _Source(Protocol):
@@ -100,20 +119,24 @@ class Table:
         return self._source.progress()
 
 
-def open_tables(path: Path) -> list[Table]:
+def open_tables(path: Path, limits: DirectorySettings = _DEFAULT_LIMITS) -> list[Table]:
     """Open a directory file: a CSV gives one table, an XLSX one per visible, non-empty sheet.
 
-    Hidden sheets are skipped: spreadsheet templates keep their drop-down lists there.
+    Hidden sheets are skipped: spreadsheet templates keep their drop-down lists there. An XLSX is
+    checked against the `limits` budgets on its zip directory before openpyxl reads any of it; the
+    row and cell budgets are checked again while `Table.rows` streams.
 
     Raises:
         ImportFileError: the file cannot be read, is neither .csv nor .xlsx, cannot be decoded (the
-            message names the line), has no header, or any table's header is bad.
+            message names the line), has no header, any table's header is bad, or it is over a
+            budget of `limits` (the message names the limit and how to fix the file).
     """
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return [_open_csv(path)]
+        return [_open_csv(path, limits)]
     if suffix == ".xlsx":
-        return _open_xlsx(path)
+        _check_zip(path, limits)
+        return _open_xlsx(path, limits)
     raise ImportFileError(
         t(
             "{path}: 不支持的文件类型 “{suffix}”。请在 Excel 中另存为 “Excel 工作簿 (*.xlsx)” "
@@ -215,9 +238,17 @@ def _csv_encoding(path: Path) -> str:
 class _CsvSource:
     """The records of a CSV file with the physical line each starts on; tracks bytes read for progress."""
 
-    def __init__(self, path: Path, encoding: str, header_line: int = 0, header: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        path: Path,
+        encoding: str,
+        header_line: int = 0,
+        header: Sequence[str] = (),
+        limits: DirectorySettings = _DEFAULT_LIMITS,
+    ) -> None:
         self.path, self.encoding = path, encoding
         self.header_line, self.header = header_line, list(header)
+        self.limits = limits
         self.size = path.stat().st_size
         self._file: IO[bytes] | None = None
         self._done = 0
@@ -237,7 +268,11 @@ class _CsvSource:
             start = 1
             try:
                 for record in reader:
-                    yield start, [cell.strip() for cell in record]
+                    if start > self.limits.max_rows:
+                        raise _too_many_rows(self.path, self.limits)
+                    cells = [cell.strip() for cell in record]
+                    _check_cells(self.path, start, cells, self.limits)
+                    yield start, cells
                     start = reader.line_num + 1
             except csv.Error as exc:
                 raise ImportFileError(
@@ -286,10 +321,37 @@ def _changed(source: object) -> ImportFileError:
     )
 
 
-def _open_csv(path: Path) -> Table:
+def _over_budget(source: object, zh: str, en: str, **params: object) -> ImportFileError:
+    return ImportFileError(
+        t("{source}: " + zh + "：" + _FIX[0], "{source}: " + en + ": " + _FIX[1], source=source, **params)
+    )
+
+
+def _too_many_rows(source: object, limits: DirectorySettings) -> ImportFileError:
+    return _over_budget(
+        source,
+        "超过 {limit} 行的上限（directory.max_rows）",
+        "more than {limit} rows, the limit (directory.max_rows)",
+        limit=limits.max_rows,
+    )
+
+
+def _check_cells(source: object, line: int, cells: list[str], limits: DirectorySettings) -> None:
+    longest = max((len(cell) for cell in cells), default=0)
+    if longest > limits.max_cell_chars:
+        raise _over_budget(
+            f"{source}:{line}",
+            "有一个单元格长 {length} 个字符，超过 {limit} 的上限（directory.max_cell_chars）",
+            "a cell is {length} characters long, over the limit of {limit} (directory.max_cell_chars)",
+            length=longest,
+            limit=limits.max_cell_chars,
+        )
+
+
+def _open_csv(path: Path, limits: DirectorySettings) -> Table:
     try:
         encoding = _csv_encoding(path)
-        reader = _CsvSource(path, encoding)
+        reader = _CsvSource(path, encoding, limits=limits)
         records = reader.records()
         header = next(((line, cells) for line, cells in records if any(cells)), None)
         records.close()
@@ -305,7 +367,7 @@ def _open_csv(path: Path) -> Table:
         )
     line, cells = header
     parsed = read_header(cells, f"{path}:{line}")
-    return Table(str(path), parsed.kind, parsed.columns, _CsvSource(path, encoding, line, cells))
+    return Table(str(path), parsed.kind, parsed.columns, _CsvSource(path, encoding, line, cells, limits))
 
 
 # ---- XLSX --------------------------------------------------------------------------------------------
@@ -355,14 +417,70 @@ def _not_xlsx(source: object, exc: Exception) -> ImportFileError:
     )
 
 
+def _check_zip(path: Path, limits: DirectorySettings) -> None:
+    """Refuse a zip bomb before openpyxl inflates anything, from the sizes the zip directory declares.
+
+    Python's zipfile never inflates a member past its declared size, so these budgets hold for the
+    reading that follows. A file that is no zip at all is left for `_load` to name as such.
+
+    Raises:
+        ImportFileError: over `xlsx_max_members`, `xlsx_max_unpacked_mb`, or `xlsx_max_ratio`.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    except (zipfile.BadZipFile, ValueError):
+        return
+    if len(members) > limits.xlsx_max_members:
+        raise _over_budget(
+            path,
+            "工作簿内含 {count} 个部件，超过 {limit} 个的上限（directory.xlsx_max_members）",
+            "the workbook holds {count} parts, over the limit of {limit} (directory.xlsx_max_members)",
+            count=len(members),
+            limit=limits.xlsx_max_members,
+        )
+    unpacked = sum(member.file_size for member in members)
+    if unpacked > limits.xlsx_max_unpacked_mb * _MB:
+        raise _over_budget(
+            path,
+            "工作簿解压后有 {size} MB，超过 {limit} MB 的上限（directory.xlsx_max_unpacked_mb）",
+            "the workbook unpacks to {size} MB, over the limit of {limit} MB (directory.xlsx_max_unpacked_mb)",
+            size=math.ceil(unpacked / _MB),
+            limit=limits.xlsx_max_unpacked_mb,
+        )
+    for member in members:
+        ratio = member.file_size / max(1, member.compress_size)
+        if member.file_size > _RATIO_FLOOR and ratio > limits.xlsx_max_ratio:
+            raise _over_budget(
+                path,
+                "部件 {member} 的压缩比为 {ratio}:1，超过 {limit}:1 的上限（directory.xlsx_max_ratio），"
+                "可能是压缩炸弹",
+                "part {member} is compressed {ratio}:1, over the limit of {limit}:1 "
+                "(directory.xlsx_max_ratio): it may be a zip bomb",
+                member=member.filename,
+                ratio=round(ratio),
+                limit=limits.xlsx_max_ratio,
+            )
+
+
 class _SheetSource:
     """The rows of one worksheet, by row number; opens the workbook for each iteration."""
 
     def __init__(
-        self, path: Path, sheet: str, source: str, header_row: int, header: Sequence[str], total: int | None
+        self,
+        path: Path,
+        sheet: str,
+        source: str,
+        header_row: int,
+        header: Sequence[str],
+        total: int | None,
+        limits: DirectorySettings = _DEFAULT_LIMITS,
     ) -> None:
         self.path, self.sheet, self.source = path, sheet, source
         self.header_row, self.header, self.total = header_row, list(header), total
+        self.limits = limits
         self._done = 0
 
     def data(self) -> Generator[tuple[int, list[str]], None, None]:
@@ -372,7 +490,10 @@ class _SheetSource:
             sheet.reset_dimensions()  # some writers record wrong dimensions, which would cut rows off
             for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
                 self._done = number
+                if number > self.limits.max_rows:  # empty rows count too: a gap to row 10⁸ is no escape
+                    raise _too_many_rows(self.source, self.limits)
                 cells = [cell_text(value) for value in values]
+                _check_cells(self.source, number, cells, self.limits)
                 if number > self.header_row:
                     yield number, cells
                 elif number == self.header_row and _trimmed(cells) != _trimmed(self.header):
@@ -393,15 +514,18 @@ def _trimmed(cells: list[str]) -> list[str]:
     return cells
 
 
-def _first_row(sheet: Any) -> tuple[int, list[str]] | None:
+def _first_row(sheet: Any, source: str, limits: DirectorySettings) -> tuple[int, list[str]] | None:
     for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
+        if number > limits.max_rows:
+            raise _too_many_rows(source, limits)
         cells = [cell_text(value) for value in values]
+        _check_cells(source, number, cells, limits)
         if any(cells):
             return number, cells
     return None
 
 
-def _open_xlsx(path: Path) -> list[Table]:
+def _open_xlsx(path: Path, limits: DirectorySettings) -> list[Table]:
     workbook = _load(path)
     found: list[tuple[str, int | None, int, list[str]]] = []
     try:
@@ -409,8 +533,10 @@ def _open_xlsx(path: Path) -> list[Table]:
             if sheet.sheet_state != "visible":
                 continue
             total = sheet.max_row if (sheet.max_row or 0) > 1 else None
+            if total is not None and total > limits.max_rows:  # as declared; checked again while reading
+                raise _too_many_rows(f"{path}[{sheet.title}]", limits)
             sheet.reset_dimensions()
-            first = _first_row(sheet)
+            first = _first_row(sheet, f"{path}[{sheet.title}]", limits)
             if first is not None:
                 found.append((sheet.title, total, *first))
     except _XLSX_ERRORS as exc:
@@ -435,7 +561,12 @@ def _open_xlsx(path: Path) -> list[Table]:
             problems.append(str(exc))
             continue
         tables.append(
-            Table(source, parsed.kind, parsed.columns, _SheetSource(path, title, source, row, cells, total))
+            Table(
+                source,
+                parsed.kind,
+                parsed.columns,
+                _SheetSource(path, title, source, row, cells, total, limits),
+            )
         )
     if problems:
         raise ImportFileError("\n".join(problems))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from warning.config import RedisSettings, redact_url
@@ -20,6 +21,22 @@ log = logging.getLogger(__name__)
 
 KEY_VERSION = "1"
 MAX_CONNECTIONS = 64  # per process
+
+
+class ReadersBusy(StoreError):
+    """Every connection of the readers' pool stayed busy for `redis.read_pool_timeout`: answer 503."""
+
+
+class _ReaderPool(aioredis.BlockingConnectionPool):
+    """The readers' pool: a wait that times out is `ReadersBusy`, told apart from Redis being down."""
+
+    async def get_connection(self, *args: object, **kwargs: object) -> aioredis.Connection:
+        try:
+            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call,no-any-return]
+        except RedisConnectionError as exc:
+            if str(exc) != "No connection available.":
+                raise
+            raise ReadersBusy(t("读取繁忙，请稍后重试", "too many readers at once, retry shortly")) from exc
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,13 @@ class Store:
     url: str  # redacted, for logs and /readyz
     embedded: bool
     persistence: str  # "aof", "rdb", or "none"
+    # The web readers' own small pool (reach views, status): they wait for each other, never for the
+    # fan-out's or the workers' connections, nor the writers for them. `redis` where none was opened.
+    reader: aioredis.Redis | None = None
+
+    @property
+    def readers(self) -> aioredis.Redis:
+        return self.reader if self.reader is not None else self.redis
 
 
 async def persistence_of(client: aioredis.Redis) -> str:
@@ -82,6 +106,16 @@ async def open_store(settings: RedisSettings, data_dir: Path) -> AsyncIterator[S
         health_check_interval=30,
     )
     client = aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
+    reader = aioredis.Redis.from_pool(
+        _ReaderPool.from_url(
+            url,
+            max_connections=settings.read_pool_size,
+            timeout=settings.read_pool_timeout,
+            decode_responses=True,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+        )
+    )
     try:
         try:
             await client.ping()
@@ -117,8 +151,10 @@ async def open_store(settings: RedisSettings, data_dir: Path) -> AsyncIterator[S
             url=redact_url(url),
             embedded=embedded is not None,
             persistence=persistence,
+            reader=reader,
         )
     finally:
+        await reader.aclose()
         await client.aclose()
         if embedded is not None:
             await embedded.stop()

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,11 +17,21 @@ from warning.audiences import DEFAULT_AUDIENCES
 from warning.broadcast import AlertRequest, Broadcaster, parse_levels
 from warning.cap.atom import atom_feed
 from warning.errors import AlertError, AlertNotFound, CapError, FieldError, MissingField, UsageError
-from warning.i18n import t
+from warning.i18n import current_language, t
 from warning.model import Alert, AlertState, AlertStatus
-from warning.readmodel import counts_json
+from warning.readmodel import ReadModel, counts_json
+from warning.store.connection import ReadersBusy
 from warning.users import User, Users
-from warning.views import UNREACHED_LIMIT, reach_csv, reach_view
+from warning.views import (
+    UNREACHED_MAX_PAGE,
+    UNREACHED_PAGE,
+    VILLAGES_MAX_PAGE,
+    VILLAGES_PAGE,
+    ReadGate,
+    ViewCache,
+    reach_csv,
+    reach_view,
+)
 from warning.web.bodies import error_document, read_bytes, read_json_object
 from warning.web.openapi import OPENAPI_PATH
 
@@ -41,10 +52,16 @@ _ALERT_FIELDS = {
 }
 
 
+# An alert id of the caller's own choosing ("" lets the service choose one).
+ALERT_ID = re.compile(r"([A-Za-z0-9][A-Za-z0-9._:@+-]{0,127})?", re.ASCII)
 USER: web.RequestKey[User | None] = web.RequestKey("user")
 # Who may see the cadres' signed links: those who may issue (operators and up), not viewers.
 LINKS_ACTION = "issue"
 EVENTS_MAX_SECONDS = 3600  # an event stream ends after an hour; clients reconnect
+TASKS_PAGE = 500  # task lists in one page of /tasks unless `limit` says fewer (at most TASKS_MAX_PAGE)
+TASKS_MAX_PAGE = 1000
+BUSY_RETRY_AFTER = 1  # seconds a reader turned away with 503 is asked to wait
+AUTH_CACHE_TTL = 1.0  # seconds a reader's token is taken as checked (a revoked one reads this long more)
 
 
 def _dumps(value: Any) -> str:
@@ -96,6 +113,13 @@ def _request_from_json(body: dict[str, Any]) -> AlertRequest:
     for key in ("event", "headline", "description", "instruction", "event_code", "id"):
         if key in body and not isinstance(body[key], str):
             raise bad(key, "{f} 应为字符串", "{f} must be a string")
+    if not ALERT_ID.fullmatch(body.get("id", "")):
+        # It becomes the CAP identifier and part of URLs: CAP forbids spaces, commas, "<" and "&".
+        raise bad(
+            "id",
+            "{f} 只能含字母、数字和 . _ : @ + -（最多 128 个字符）",
+            "{f} may hold only letters, digits and . _ : @ + - (at most 128 characters)",
+        )
     if "exercise" in body and not isinstance(body["exercise"], bool):
         raise bad("exercise", "{f} 应为 true 或 false", "{f} must be true or false")
     return AlertRequest(
@@ -116,8 +140,31 @@ def _request_from_json(body: dict[str, Any]) -> AlertRequest:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def auth_middleware(users: web.AppKey[Users]) -> Any:
-    """Every /api/ route but the public OpenAPI document needs `Authorization: Bearer TOKEN`; roles per route."""
+def busy() -> web.Response:
+    """503 + Retry-After: the readers' Redis pool is saturated (never a 500; the writers are unaffected)."""
+    response = error(
+        503,
+        "busy",
+        t(
+            "查看的人太多，请 {s} 秒后重试（发送不受影响）",
+            "too many readers at once: retry in {s} s (sending is unaffected)",
+            s=BUSY_RETRY_AFTER,
+        ),
+    )
+    response.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
+    return response
+
+
+def auth_middleware(
+    users: web.AppKey[Users], readers: web.AppKey[Users] | None = None, gate: ReadGate | None = None
+) -> Any:
+    """Every /api/ route but the public OpenAPI document needs `Authorization: Bearer TOKEN`; roles per route.
+
+    `readers` (optional) authenticates GET requests through the readers' Redis pool (a token checked
+    once serves for AUTH_CACHE_TTL), so a crowd of readers never queues for the connections that issuing
+    and sending use; `gate` (optional) holds GET requests to a budget of reads a second (503 beyond).
+    """
+    checked: ViewCache[User | None] = ViewCache(AUTH_CACHE_TTL, max_entries=1024)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -125,7 +172,18 @@ def auth_middleware(users: web.AppKey[Users]) -> Any:
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        user = await request.app[users].authenticate(token.strip()) if scheme.lower() == "bearer" else None
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        reading = request.method in ("GET", "HEAD") and readers is not None and readers in request.app
+        try:
+            if reading and readers is not None:
+                if gate is not None and not await gate.enter():
+                    return busy()
+                source = request.app[readers]
+                user = await checked.get(token, lambda: source.authenticate(token)) if token else None
+            else:
+                user = await request.app[users].authenticate(token) if token else None
+        except ReadersBusy:
+            return busy()
         # Decided by the route matched, never by the path's text: `/api/v1/alerts/cap` is another route.
         resource = request.match_info.route.resource
         public_cap = request.method == "GET" and resource is not None and resource.canonical == CAP_ROUTE
@@ -146,6 +204,8 @@ def auth_middleware(users: web.AppKey[Users]) -> Any:
             return error(404, "not_found", str(exc))
         except AlertError as exc:
             return error(409, "conflict", str(exc))
+        except ReadersBusy:
+            return busy()
 
     return middleware
 
@@ -193,9 +253,58 @@ def _in_background(app: web.Application, tasks: web.AppKey[set[asyncio.Task[Any]
     task.add_done_callback(app[tasks].discard)
 
 
+def _int_param(request: web.Request, name: str, default: int, most: int) -> int:
+    """A positive integer query parameter, clamped to `most`. Raises FieldError if not an integer."""
+    try:
+        return max(1, min(most, int(request.query.get(name, str(default)))))
+    except ValueError:
+        raise FieldError(t("{f} 应为整数", "{f} must be an integer", f=name), field=name) from None
+
+
+def _cursor_param(request: web.Request, name: str) -> str:
+    """An opaque page cursor from the query: digits and one dot at most, as the views hand them out."""
+    value = request.query.get(name, "")
+    # At most 19 digits a part: a Redis SCAN cursor is below 2**64, and a larger one is a Redis error (500).
+    if (
+        len(value) > 40
+        or not all(c.isdigit() or c == "." for c in value)
+        or any(len(part) > 19 for part in value.split("."))
+    ):
+        raise FieldError(
+            t(
+                "{f} 无效：请用上一页返回的值",
+                "{f} is invalid: pass the value the previous page returned",
+                f=name,
+            ),
+            field=name,
+        )
+    return value
+
+
 def api_routes(
-    broadcaster: web.AppKey[Broadcaster], background: web.AppKey[set[asyncio.Task[Any]]]
+    broadcaster: web.AppKey[Broadcaster],
+    background: web.AppKey[set[asyncio.Task[Any]]],
+    reader: web.AppKey[ReadModel] | None = None,
 ) -> list[web.RouteDef]:
+    """The /api/v1 routes. `reader` (optional): the read model on the readers' own Redis pool, which the
+    read-only routes use; without it they read through the broadcaster's pool."""
+    views: ViewCache[tuple[bytes, str, dict[str, str]]] = ViewCache(0.0)
+    tasks_cache: ViewCache[list[dict[str, Any]]] = ViewCache(0.0)
+    tuned: list[bool] = []
+
+    def changed(alert_id: str) -> None:
+        # A write through this process is seen by the next read at once, not after the cache's lifetime.
+        for cache in (views, tasks_cache):
+            cache.forget(lambda key: isinstance(key, tuple) and len(key) > 1 and key[1] == alert_id)
+
+    def reads(request: web.Request) -> ReadModel:
+        if not tuned:  # the cache's lifetime comes from the settings, known once the app runs
+            views.ttl = tasks_cache.ttl = request.app[broadcaster].settings.server.read_cache_ttl
+            tuned.append(True)
+        if reader is not None and reader in request.app:
+            return request.app[reader]
+        return request.app[broadcaster]
+
     async def create_alert(request: web.Request) -> web.Response:
         """Issue an alert: validated, rendered and saved before 201; recipients are queued in the background."""
         user = _require(request, "issue")
@@ -238,8 +347,15 @@ def api_routes(
 
     async def get_alert(request: web.Request) -> web.Response:
         _require(request, "read")
-        alert, counts = await request.app[broadcaster].status(request.match_info["id"])
-        return web.json_response(alert_json(alert) | {"deliveries": counts_json(counts)})
+        model, alert_id = reads(request), request.match_info["id"]
+
+        async def build() -> tuple[bytes, str, dict[str, str]]:
+            alert, counts = await model.status(alert_id)
+            body = json.dumps(alert_json(alert) | {"deliveries": counts_json(counts)})
+            return body.encode(), "application/json", {}
+
+        body, content_type, headers = await views.get(("status", alert_id), build)
+        return web.Response(body=body, content_type=content_type, headers=headers)
 
     async def update_alert(request: web.Request) -> web.Response:
         """Replace an issued alert with a new version (same JSON as creating one); 200 with the new version."""
@@ -248,6 +364,7 @@ def api_routes(
         alert, _ = await request.app[broadcaster].update(
             request.match_info["id"], _request_from_json(body), actor=user.name, role=user.role.value
         )
+        changed(request.match_info["id"])
         return web.json_response(alert_json(alert))
 
     async def alert_cap(request: web.Request) -> web.Response:
@@ -284,6 +401,7 @@ def api_routes(
         user = _require(request, "approve")
         service = request.app[broadcaster]
         alert, _ = await service.approve(request.match_info["id"], actor=user.name, role=user.role.value)
+        changed(request.match_info["id"])
         return web.json_response(alert_json(alert))
 
     async def reject_alert(request: web.Request) -> web.Response:
@@ -292,12 +410,13 @@ def api_routes(
         alert = await request.app[broadcaster].reject(
             request.match_info["id"], actor=user.name, role=user.role.value
         )
+        changed(request.match_info["id"])
         return web.json_response(alert_json(alert))
 
     async def alert_events(request: web.Request) -> web.StreamResponse:
         """Server-sent events: the alert's progress every second until it is no longer issued."""
         _require(request, "read")
-        service = request.app[broadcaster]
+        service = reads(request)
         alert = await service.alerts.get(request.match_info["id"])
         response = web.StreamResponse(
             headers={
@@ -319,7 +438,10 @@ def api_routes(
                 "unreached_total": await service.reach.open_count(alert.id),
             }
             name = "progress" if alert.state is AlertState.ISSUED else "end"
-            await response.write(f"event: {name}\ndata: {_dumps(progress)}\n\n".encode())
+            try:
+                await response.write(f"event: {name}\ndata: {_dumps(progress)}\n\n".encode())
+            except ConnectionResetError:  # the client went away: nothing to answer, nothing to log
+                return response
             if name == "end":
                 break
             await asyncio.sleep(1)
@@ -353,38 +475,81 @@ def api_routes(
         outcome = await request.app[broadcaster].cancel(
             request.match_info["id"], silent=silent, note=note, actor=user.name, role=user.role.value
         )
+        changed(request.match_info["id"])
         return web.json_response({**alert_json(outcome.alert), "all_clear": outcome.all_clear})
 
     async def alert_reach(request: web.Request) -> web.Response:
-        """Reach per village and audience, and the unreached must-reach residents with who answers for them."""
+        """Reach per village and audience (counters), a page of villages and a page of the unreached
+        must-reach residents with who answers for them (`cursor` / `villages_cursor` continue).
+
+        Identical reads share one build for `server.read_cache_ttl`; a saturated readers' pool is 503."""
         _require(request, "read")
-        try:
-            limit = max(1, min(100_000, int(request.query.get("limit", str(UNREACHED_LIMIT)))))
-        except ValueError:
-            raise FieldError(t("limit 应为整数", "limit must be an integer"), field="limit") from None
-        view = await reach_view(request.app[broadcaster], request.match_info["id"], limit=limit)
-        if request.query.get("format") == "csv":
-            return web.Response(
-                text=reach_csv(view),
-                content_type="text/csv",
-                charset="utf-8",
-                headers={"Content-Disposition": f'attachment; filename="reach-{view["alert_id"]}.csv"'},
-            )
-        return web.json_response(view, dumps=_dumps)
+        model, alert_id = reads(request), request.match_info["id"]
+        limit = _int_param(request, "limit", UNREACHED_PAGE, UNREACHED_MAX_PAGE)
+        villages_limit = _int_param(request, "villages_limit", VILLAGES_PAGE, VILLAGES_MAX_PAGE)
+        cursor, villages_cursor = _cursor_param(request, "cursor"), _cursor_param(request, "villages_cursor")
+        output = request.query.get("format", "json")
+        if output not in ("json", "csv"):
+            raise FieldError(t("format 应为 json 或 csv", "format must be json or csv"), field="format")
+        csv_format = output == "csv"
+
+        async def build() -> tuple[bytes, str, dict[str, str]]:
+            try:
+                view = await reach_view(
+                    model,
+                    alert_id,
+                    limit=limit,
+                    cursor=cursor,
+                    villages_limit=villages_limit,
+                    villages_cursor=villages_cursor,
+                )
+            except ValueError:
+                raise FieldError(
+                    t(
+                        "cursor 无效：请用上一页返回的值",
+                        "cursor is invalid: pass the value the previous page returned",
+                    ),
+                    field="cursor",
+                ) from None
+            if csv_format:
+                disposition = f'attachment; filename="reach-{view["alert_id"]}.csv"'
+                return reach_csv(view).encode(), "text/csv", {"Content-Disposition": disposition}
+            return _dumps(view).encode(), "application/json", {}
+
+        language = current_language()
+        key = ("reach", alert_id, limit, cursor, villages_limit, villages_cursor, csv_format, language)
+        body, content_type, headers = await views.get(key, build)
+        return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
 
     async def alert_tasks(request: web.Request) -> web.Response:
         """The cadres' task lists: per contact how many residents, how many confirmed, and — for
         operators and up — the signed page link (a link lets whoever holds it confirm residents, so a
         viewer sees names and counts only)."""
         user = _require(request, "read")
-        service = request.app[broadcaster]
-        alert = await service.alerts.get(request.match_info["id"])
-        lists = await service.tasks.lists(alert)
-        tasks = [dataclasses.asdict(task) for task in lists]
+        service, alert_id = reads(request), request.match_info["id"]
+        limit = _int_param(request, "limit", TASKS_PAGE, TASKS_MAX_PAGE)
+        cursor = _cursor_param(request, "cursor")
+        if "." in cursor:
+            raise FieldError(t("cursor 无效", "cursor is invalid"), field="cursor")
+        first = int(cursor or "0")
+
+        async def build() -> list[dict[str, Any]]:
+            alert = await service.alerts.get(alert_id)
+            return [dataclasses.asdict(task) for task in await service.tasks.lists(alert)]
+
+        every: list[dict[str, Any]] = await tasks_cache.get(("tasks", alert_id), build)
+        tasks = [dict(task) for task in every[first : first + limit]]
         if not user.may(LINKS_ACTION):
             for task in tasks:
                 del task["link"]
-        return web.json_response({"alert_id": alert.id, "tasks": tasks}, dumps=_dumps)
+        after = first + len(tasks)
+        document = {
+            "alert_id": alert_id,
+            "tasks": tasks,
+            "tasks_total": len(every),
+            "next": str(after) if after < len(every) else None,
+        }
+        return web.json_response(document, dumps=_dumps)
 
     return [
         web.get("/api/v1/alerts/{id}/reach", alert_reach),
@@ -392,7 +557,8 @@ def api_routes(
         web.post("/api/v1/alerts/preview", preview_alert),
         web.post("/api/v1/alerts", create_alert),
         web.get("/api/v1/alerts", list_alerts),
-        web.get("/api/v1/alerts/{id}", get_alert),
+        # Not "preview": that path is the POST-only preview route, and its Allow header must say so.
+        web.get("/api/v1/alerts/{id:(?!preview$)[^{}/]+}", get_alert),
         web.post("/api/v1/alerts/{id}/cancel", cancel_alert),
         web.post("/api/v1/alerts/{id}/reject", reject_alert),
         web.get("/api/v1/alerts/{id}/events", alert_events),

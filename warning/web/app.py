@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import socket
@@ -24,14 +25,18 @@ from warning.errors import UsageError
 from warning.evidence import Evidence
 from warning.i18n import t
 from warning.public_url import public_url_problem
+from warning.readmodel import ReadModel
 from warning.sample.generate import sample_files
 from warning.store import Store, open_store
 from warning.users import Users
+from warning.views import ReadGate
 from warning.web.api import api_routes, auth_middleware
 from warning.web.cadre import cadre_routes
-from warning.web.health import Metrics, health_routes, metrics_middleware
+from warning.web.deadletters import deadletter_routes
+from warning.web.health import CHANNEL_CHECKS, ChannelChecks, Metrics, health_routes, metrics_middleware
 from warning.web.hooks import hook_routes
 from warning.web.openapi import openapi_routes
+from warning.web.throttle import Throttle, run_sweeper
 from warning.web.voice_hooks import VoiceCallbacks, voice_routes
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,9 @@ METRICS = web.AppKey("metrics", Metrics)
 BROADCASTER = web.AppKey("broadcaster", Broadcaster)
 DELIVERIES = web.AppKey("deliveries", Deliveries)
 USERS = web.AppKey("users", Users)
+# The same read model and users over the readers' own Redis pool (GET routes of the API).
+READ_MODEL = web.AppKey("read_model", ReadModel)
+READER_USERS = web.AppKey("reader_users", Users)
 TWILIO_TOKEN = web.AppKey("twilio_token", str)
 WECHAT_TOKEN = web.AppKey("wechat_token", str)
 EVIDENCE = web.AppKey("evidence", Evidence)
@@ -54,6 +62,7 @@ ENGINE = web.AppKey("engine", Engine)
 BACKGROUND: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("background", set)
 CHANNELS = web.AppKey("channels", list)
 RUNNING_CHANNELS: web.AppKey[dict[str, Channel]] = web.AppKey("running_channels", dict)
+THROTTLE = web.AppKey("throttle", Throttle)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -66,7 +75,29 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         app[EVIDENCE] = Evidence(app[BROADCASTER])
         app[VOICE_CALLBACKS] = voice_callbacks(app[EVIDENCE])
         app[USERS] = Users(store.redis, store.keys)
+        readers = dataclasses.replace(store, redis=store.readers)
+        app[READ_MODEL] = ReadModel(readers, settings)
+        app[READER_USERS] = Users(readers.redis, readers.keys)
         yield
+
+
+async def _throttle_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The link pages' per-client throttle and the sweeper of its per-minute audit summaries; on the
+    way out, /readyz's check refreshes still running are cancelled too."""
+    server, store, metrics = app[SETTINGS].server, app[STORE], app[METRICS]
+    app[THROTTLE] = Throttle(
+        store.redis,
+        store.keys,
+        rate_per_minute=server.link_rate_per_minute,
+        burst=server.link_burst,
+        refusals_per_minute=server.link_refusals_per_minute,
+        on_refused=lambda reason: metrics.link_refusals.labels(reason).inc(),
+    )
+    sweeper = asyncio.create_task(run_sweeper(app[THROTTLE], app[BROADCASTER].alerts.audit))
+    yield
+    sweeper.cancel()
+    await asyncio.gather(sweeper, return_exceptions=True)
+    await app[CHANNEL_CHECKS].aclose()
 
 
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -124,23 +155,34 @@ def build_app(
     """
     metrics = Metrics()
     app = web.Application(
-        client_max_size=MAX_BODY, middlewares=[metrics_middleware(metrics), auth_middleware(USERS)]
+        client_max_size=MAX_BODY,
+        middlewares=[
+            metrics_middleware(metrics),
+            auth_middleware(
+                USERS,
+                READER_USERS,
+                ReadGate(settings.server.read_rate, timeout=settings.redis.read_pool_timeout),
+            ),
+        ],
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[CHANNEL_CHECKS] = ChannelChecks(settings.server.readyz_check_ttl)
     app[BACKGROUND] = set()
     app[CHANNELS] = channel_names(settings) if channels is None else channels
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_throttle_ctx)
     app.cleanup_ctx.append(_broker_ctx)
     if load_sample:
         app.cleanup_ctx.append(_sample_ctx)
     app.cleanup_ctx.append(_engine_ctx)
     app.add_routes(health_routes(STORE, BROKER, DIRECTORY, METRICS, RUNNING_CHANNELS))
-    app.add_routes(api_routes(BROADCASTER, BACKGROUND))
+    app.add_routes(api_routes(BROADCASTER, BACKGROUND, READ_MODEL))
+    app.add_routes(deadletter_routes(BROADCASTER))
     app.add_routes(
         hook_routes(settings.server.base_url, TWILIO_TOKEN, EVIDENCE, STORE, settings.wechat, WECHAT_TOKEN)
     )
-    app.add_routes(cadre_routes(EVIDENCE))
+    app.add_routes(cadre_routes(EVIDENCE, THROTTLE))
     app.add_routes(
         voice_routes(settings.server.base_url, TWILIO_TOKEN, STORE, VOICE_CALLBACKS, settings.voice)
     )

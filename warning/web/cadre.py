@@ -7,8 +7,13 @@ resident's confirm page. Plain HTML forms, no JavaScript, large touch targets, z
     POST /r/{token}/ack
 
 A token is bound to one purpose, one alert and one person, and expires with the alert: a forged or
-foreign token, or a resident not on the cadre's list, is 403 (and audited); an expired token or an
-ended alert is 410. Nothing changes on GET.
+foreign token, or a resident not on the cadre's list, is 403; an expired token or an ended alert is
+410. Nothing changes on GET.
+
+Every request is first admitted by the per-client `Throttle` (warning/web/throttle.py): over the limit,
+or after too many invalid links in a minute, it is 429 with Retry-After. Refused attempts (403, 429)
+are counted per client per minute and summarised in the audit stream once a minute at most; only a
+refusal attributable to a real cadre (their own token, another's resident) is audited on its own.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from redis.exceptions import RedisError
 
 from warning.evidence import ClosedTask, Evidence, ForbiddenTask
 from warning.links import CADRE, RESIDENT, Claims, LinkError, hash_token
@@ -27,6 +33,7 @@ from warning.model import Alert, AlertState, Level, Resident
 from warning.reach import OUTCOMES
 from warning.render.words import CHINA_TIME, expires_text, level_name
 from warning.web.bodies import read_form
+from warning.web.throttle import FORBIDDEN, THROTTLED, Throttle, client_of, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "forbidden_text": "这个链接无效或不属于此预警，请使用短信或企业微信中收到的最新链接。",
         "gone_title": "预警已结束",
         "gone_text": "此预警已撤销或过期，链接已失效，无需再回报。",
+        "throttled_title": "请稍后再试",
+        "throttled_text": "此网络的访问过于频繁，请稍等片刻再打开链接。紧急情况请直接打电话。",
         "ack": "我已收到",
         "acked": "已记录，谢谢。请注意安全。",
         "bad_outcome": "请选择一个回报结果。",
@@ -101,6 +110,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "forbidden_text": "This link is invalid or not for this warning. Use the latest link you received.",
         "gone_title": "Warning over",
         "gone_text": "This warning was cancelled or has expired; the link no longer works.",
+        "throttled_title": "Please try again shortly",
+        "throttled_text": "Too many requests from this network. Wait a moment, then open the link again. "
+        "In an emergency, phone instead.",
         "ack": "I got it",
         "acked": "Thank you. Stay safe.",
         "bad_outcome": "Choose one of the outcomes.",
@@ -116,21 +128,34 @@ def _lang(request: web.Request) -> str:
     return "en" if request.query.get("lang") == "en" else "zh-CN"
 
 
-def _page(name: str, status: int = 200, **context: Any) -> web.Response:
+def _page(
+    name: str, status: int = 200, headers: dict[str, str] | None = None, /, **context: Any
+) -> web.Response:
     html = _TEMPLATES.get_template(name).render(**context)
     return web.Response(
         text=html,
         status=status,
         content_type="text/html",
         charset="utf-8",
-        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"},
+        headers={
+            "Cache-Control": "no-store",
+            "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer",
+            **(headers or {}),
+        },
     )
 
 
-def _notice(lang: str, status: int, which: str) -> web.Response:
+def _notice(lang: str, status: int, which: str, headers: dict[str, str] | None = None) -> web.Response:
     s = STRINGS[lang]
     return _page(
-        "notice.html", status, lang=lang, title=s[f"{which}_title"], text=s[f"{which}_text"], colour="#c62828"
+        "notice.html",
+        status,
+        headers,
+        lang=lang,
+        title=s[f"{which}_title"],
+        text=s[f"{which}_text"],
+        colour="#c62828",
     )
 
 
@@ -154,28 +179,62 @@ def _ended(alert: Alert) -> bool:
     return alert.state is not AlertState.ISSUED or alert.expired_at(datetime.now(UTC))
 
 
-def cadre_routes(evidence_key: web.AppKey[Evidence]) -> list[web.RouteDef]:
+def cadre_routes(
+    evidence_key: web.AppKey[Evidence], throttle_key: web.AppKey[Throttle] | None = None
+) -> list[web.RouteDef]:
+    """The link pages; with `throttle_key` (a `Throttle` in the app), limited and counted per client."""
+
+    def throttle_of(request: web.Request) -> Throttle | None:
+        return request.app.get(throttle_key) if throttle_key is not None else None
+
+    async def refused(request: web.Request, reason: str) -> None:
+        throttle = throttle_of(request)
+        if throttle is None:
+            return
+        try:
+            await throttle.refuse(client_of(request.remote), reason)
+        except RedisError as exc:
+            log.warning("refused link attempt not counted: %s", exc)
+
+    async def admitted(request: web.Request) -> web.Response | None:
+        """None when the client may go on, else the 429 page (the refusal counted)."""
+        throttle = throttle_of(request)
+        if throttle is None:
+            return None
+        try:
+            wait = await throttle.admit(client_of(request.remote))
+        except RedisError as exc:  # the pages fail open: a warning must stay readable
+            log.warning("link throttle unavailable, request admitted: %s", exc)
+            return None
+        if wait <= 0:
+            return None
+        await refused(request, THROTTLED)
+        return _notice(_lang(request), 429, "throttled", {"Retry-After": retry_after(wait)})
+
     async def claims(request: web.Request, purpose: str) -> tuple[Claims, Alert] | web.Response:
-        """The token's claims and live alert, or the 403/410 page to answer with."""
+        """The token's claims and live alert, or the 429/403/410 page to answer with."""
         ev = request.app[evidence_key]
         lang = _lang(request)
         token = request.match_info["token"]
+        over = await admitted(request)
+        if over is not None:
+            return over
         try:
             claim = await ev.service.links.verify(token, purpose)
         except LinkError as exc:
             if exc.expired:
                 return _notice(lang, 410, "gone")
-            await ev.service.alerts.audit(
-                actor=f"link:{hash_token(token)}",
-                role="anonymous",
-                action=f"open_{purpose}_page",
-                obj="-",
-                result="forbidden",
-                detail=str(exc),
+            # Counted, not audited one by one: a guesser would fill the audit stream.
+            await refused(request, FORBIDDEN)
+            log.info(
+                "invalid %s link refused",
+                purpose,
+                extra={"link": hash_token(token), "client": client_of(request.remote), "reason": str(exc)},
             )
             return _notice(lang, 403, "forbidden")
         alert = await ev.service.alerts.find(claim.alert_id)
         if alert is None:
+            await refused(request, FORBIDDEN)
             return _notice(lang, 403, "forbidden")
         if _ended(alert):
             return _notice(lang, 410, "gone")
@@ -272,12 +331,14 @@ def cadre_routes(evidence_key: web.AppKey[Evidence]) -> list[web.RouteDef]:
                 result="forbidden",
                 detail=f"{resident} token of another alert",
             )
+            await refused(request, FORBIDDEN)
             return await cadre_page(request, STRINGS[lang]["forbidden"], error=True, status=403)
         if outcome not in OUTCOMES:
             return await cadre_page(request, STRINGS[lang]["bad_outcome"], error=True, status=400)
         try:
             await ev.confirm(alert, f"contact:{claim.subject}", claim.subject, resident, outcome, note)
         except ForbiddenTask:
+            await refused(request, FORBIDDEN)
             return await cadre_page(request, STRINGS[lang]["forbidden"], error=True, status=403)
         except ClosedTask:
             return _notice(lang, 410, "gone")

@@ -1,10 +1,18 @@
-"""Probes and metrics: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus)."""
+"""Probes and metrics: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus).
+
+`/readyz` pings Redis and the MQTT broker on every hit (cheap, each bounded by PROBE_TIMEOUT), but
+never calls a provider per hit: each channel's `check()` (a Twilio account fetch, a WeChat token…)
+is cached by `ChannelChecks` for `server.readyz_check_ttl` seconds and refreshed in the background,
+one refresh per channel at a time, so any number of probes make at most one provider call per
+channel per TTL. Each channel's entry says how old its answer is (`checked_s_ago`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -20,11 +28,16 @@ from redis.exceptions import RedisError
 
 from warning.broker import BrokerAddress, probe
 from warning.channels.base import Channel
+from warning.channels.breaker import STATE_VALUE, BreakerState, breaker_states
 from warning.directory.store import Directory
 from warning.errors import BrokerError, DeliveryError
 from warning.store import Store
 
 PROBE_TIMEOUT = 2.0
+CHECK_TTL = 30.0
+# A failed check is reused only this long (or the TTL, if shorter): a provider that comes back, or a
+# channel still connecting at start, shows as ok within seconds; the call rate stays bounded.
+FAILED_CHECK_TTL = 2.0
 
 
 class Metrics:
@@ -54,6 +67,25 @@ class Metrics:
             "warning_start_time_seconds", "Unix time the service started", registry=self.registry
         )
         self.started.set_to_current_time()
+        self.circuit = Gauge(
+            "warning_circuit_state",
+            "A channel's circuit breaker, the worst over its workers: 0 closed, 1 half-open (probing), 2 open",
+            ["channel"],
+            registry=self.registry,
+        )
+        self.circuit_open_workers = Gauge(
+            "warning_circuit_open_workers",
+            "Workers whose breaker for the channel is open",
+            ["channel"],
+            registry=self.registry,
+        )
+        self.link_refusals = Counter(
+            "warning_link_refusals",
+            "Refused requests to the signed-link pages (/c/…, /r/…) by reason: forbidden (invalid link), "
+            "throttled (429)",
+            ["reason"],
+            registry=self.registry,
+        )
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -92,28 +124,108 @@ async def _timed(check: Awaitable[object]) -> dict[str, Any]:
     return {"ok": True, "ms": round((time.perf_counter() - start) * 1000, 1)}
 
 
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    result: dict[str, Any]
+    at: float  # time.monotonic() when the check finished
+
+
+class ChannelChecks:
+    """Each channel's last `check()` result, reused for `ttl` seconds; one refresh per channel in flight.
+
+    The first probe of a channel waits for its check (bounded by PROBE_TIMEOUT); later probes get
+    the cached answer at once, and once it is older than `ttl` (a failure: FAILED_CHECK_TTL) they
+    still get it while one background refresh replaces it.
+    """
+
+    def __init__(self, ttl: float = CHECK_TTL) -> None:
+        self.ttl = ttl
+        self._cached: dict[str, _Checked] = {}
+        self._refreshing: dict[str, asyncio.Task[_Checked]] = {}
+
+    async def get(self, name: str, channel: Channel) -> dict[str, Any]:
+        """The channel's check result (`ok`, `ms` or `error`) with `checked_s_ago`."""
+        cached = self._cached.get(name)
+        now = time.monotonic()
+        if cached is None or now - cached.at >= self._ttl_of(cached):
+            task = self._refreshing.get(name)
+            if task is None:
+                task = asyncio.create_task(self._refresh(name, channel), name=f"readyz-check-{name}")
+                self._refreshing[name] = task
+            if cached is None:
+                cached = await asyncio.shield(task)
+        return {**cached.result, "checked_s_ago": round(max(0.0, time.monotonic() - cached.at), 1)}
+
+    def _ttl_of(self, checked: _Checked) -> float:
+        return self.ttl if checked.result["ok"] else min(self.ttl, FAILED_CHECK_TTL)
+
+    async def _refresh(self, name: str, channel: Channel) -> _Checked:
+        try:
+            try:
+                result = await _timed(channel.check())
+            except Exception as exc:  # a broken check is a failed check, not a failed probe
+                result = {"ok": False, "error": str(exc) or type(exc).__name__}
+            checked = _Checked(result, time.monotonic())
+            self._cached[name] = checked
+            return checked
+        finally:
+            self._refreshing.pop(name, None)
+
+    async def aclose(self) -> None:
+        """Cancel refreshes still running (on app cleanup)."""
+        tasks = list(self._refreshing.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+CHANNEL_CHECKS = web.AppKey("channel_checks", ChannelChecks)
+
+
+async def _breakers(store: Store, metrics: Metrics) -> dict[str, dict[str, Any]]:
+    """The channels' circuit breakers as their workers (in any process) published them; sets the gauge.
+
+    Raises:
+        redis.exceptions.RedisError: Redis cannot be reached.
+    """
+    breakers = await breaker_states(store.redis, store.keys)
+    for channel, breaker in breakers.items():
+        metrics.circuit.labels(channel).set(STATE_VALUE[BreakerState(breaker["state"])])
+        metrics.circuit_open_workers.labels(channel).set(breaker["open"])
+    return breakers
+
+
 def health_routes(
     store: web.AppKey[Store],
     broker: web.AppKey[BrokerAddress],
     directory: web.AppKey[Directory],
     metrics: web.AppKey[Metrics],
     channels: web.AppKey[dict[str, Channel]],
+    checks: web.AppKey[ChannelChecks] = CHANNEL_CHECKS,
 ) -> list[web.RouteDef]:
-    """The probe and metrics routes, reading their dependencies from the app under these keys."""
+    """The probe and metrics routes, reading their dependencies from the app under these keys.
+
+    `checks` holds the app's `ChannelChecks` (its TTL from settings); without one, a default is used.
+    """
+    fallback = ChannelChecks()
+
+    def checks_of(app: web.Application) -> ChannelChecks:
+        return app.get(checks) or fallback
 
     async def healthz(request: web.Request) -> web.Response:
         """The process is alive and serving (no dependency is consulted)."""
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
-        """200 when Redis and the MQTT broker answer now (status "degraded" if a provider does not);
-        503 naming the failing dependency otherwise."""
+        """200 when Redis and the MQTT broker answer now (status "degraded" if a provider's last check
+        failed); 503 naming the failing dependency otherwise. Providers' checks are cached (see above)."""
         app = request.app
         running = app.get(channels, {})
+        cache = checks_of(app)
         redis_check, mqtt_check, *channel_checks = await asyncio.gather(
             _timed(app[store].redis.ping()),
             _timed(probe(app[broker], within=PROBE_TIMEOUT)),
-            *(_timed(channel.check()) for channel in running.values()),
+            *(cache.get(name, channel) for name, channel in running.items()),
         )
         redis_check["url"] = app[store].url
         redis_check["persistence"] = app[store].persistence
@@ -125,9 +237,14 @@ def health_routes(
         # Redis and the broker decide readiness. A provider that is down makes the service "degraded",
         # not unready: warnings must still be accepted and queued, to go out when the provider is back.
         ready = redis_check["ok"] and mqtt_check["ok"]
-        degraded = ready and not all(c["ok"] for c in checks.values())
+        breakers = await _breakers(app[store], app[metrics]) if redis_check["ok"] else {}
+        # An open circuit breaker is a provider resting after failing: degraded, as a failed check is.
+        resting = any(b["state"] != BreakerState.CLOSED.value for b in breakers.values())
+        degraded = ready and (resting or not all(c["ok"] for c in checks.values()))
         status = "degraded" if degraded else "ready" if ready else "not_ready"
-        return web.json_response({"status": status, "checks": checks}, status=200 if ready else 503)
+        return web.json_response(
+            {"status": status, "checks": checks, "breakers": breakers}, status=200 if ready else 503
+        )
 
     async def metrics_view(request: web.Request) -> web.Response:
         """Prometheus text exposition; directory counts are refreshed from Redis on each scrape."""
@@ -135,6 +252,7 @@ def health_routes(
         try:
             for kind, count in (await request.app[directory].totals()).items():
                 m.directory.labels(kind).set(count)
+            await _breakers(request.app[store], m)
         except RedisError:
             m.ready.labels("redis").set(0)
         body = generate_latest(m.registry)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from warning.audiences import BUILTINS, DEFAULT_AUDIENCES
 from warning.cap.document import Certainty, Urgency
+from warning.channels.registry import REGISTRY
 from warning.model import AlertState, AlertStatus, Level, Role
 from warning.reach import OUTCOMES, STATES
 from warning.web.voice_hooks import CALL_STATUSES, VOICE_HOOKS
@@ -29,6 +30,9 @@ ERROR_CODES = (
     "invalid_json",
     "invalid_body",
     "invalid_cap",
+    "missing_field",
+    "unknown_field",
+    "invalid_field",
     "not_found",
     "conflict",
     "too_large",
@@ -41,6 +45,8 @@ MESSAGE_STATUSES = ("queued", "accepted", "sending", "sent", "delivered", "undel
 Schema = dict[str, Any]
 
 _STRING: Schema = {"type": "string"}
+# Text every sent alert must carry: blank (only whitespace) counts as missing (preview.require_text).
+_TEXT: Schema = {"type": "string", "minLength": 1, "pattern": r"\S"}
 _INT: Schema = {"type": "integer", "minimum": 0}
 _WHEN: Schema = {"type": "string", "format": "date-time"}
 _AREA: Schema = {
@@ -122,7 +128,7 @@ def _schemas() -> dict[str, Schema]:
         },
         "AlertCreate": _obj(
             {
-                "event": {"type": "string", "minLength": 1, "examples": ["台风"]},
+                "event": _TEXT | {"examples": ["台风"]},
                 "level": {
                     "type": "string",
                     "enum": [
@@ -137,10 +143,14 @@ def _schemas() -> dict[str, Schema]:
                         {"type": "string", "description": "Area codes separated by commas."},
                     ]
                 },
-                "headline": _STRING,
+                "headline": _TEXT | {"examples": ["台风将于今夜登陆"]},
                 "description": _STRING,
-                "instruction": _STRING,
-                "expires": {"type": ["string", "null"], "format": "date-time"},
+                "instruction": _TEXT | {"examples": ["请低洼地区群众立即转移到村委会避灾点"]},
+                "expires": {
+                    "type": ["string", "null"],
+                    "format": "date-time",
+                    "description": "With a time zone, in the future.",
+                },
                 "exercise": {"type": "boolean", "default": False, "description": "A drill (CAP Exercise)."},
                 "audiences": {
                     "type": "array",
@@ -151,11 +161,17 @@ def _schemas() -> dict[str, Schema]:
                     + "; the bureau's config may define more.",
                 },
                 "event_code": {"type": "string", "examples": ["11B01"]},
-                "id": {"type": "string", "description": "An id of your own; re-issuing it changes nothing."},
+                "id": {
+                    "type": "string",
+                    "pattern": "^([A-Za-z0-9][A-Za-z0-9._:@+-]{0,127})?$",
+                    "description": "An id of your own (empty: the service chooses); re-issuing it changes"
+                    " nothing. It becomes the CAP identifier.",
+                },
             },
-            ("event", "level", "areas"),
+            ("event", "level", "areas", "headline", "instruction"),
             additionalProperties=False,
-            description="Unknown fields are refused with 400 naming the field.",
+            description="Unknown fields are refused with 400 naming the field; a blank headline or"
+            " instruction with 400 `missing_field`. Each area must hold villages of the directory.",
         ),
         "Alert": _obj(
             {
@@ -270,9 +286,19 @@ def _schemas() -> dict[str, Schema]:
                         },
                         ("resident_id", "village", "state", "responsible"),
                     ),
-                    "description": "The first `limit` open must-reach residents; the counts are complete.",
+                    "description": "One page of open must-reach residents (at most `limit`); the counts"
+                    " are complete.",
                 },
                 "unreached_total": _INT,
+                "unreached_next": {
+                    "type": ["string", "null"],
+                    "description": "Pass as `cursor` for the next page of `unreached`; null on the last.",
+                },
+                "villages_total": _INT,
+                "villages_next": {
+                    "type": ["string", "null"],
+                    "description": "Pass as `villages_cursor` for the next page of `villages`; null on the last.",
+                },
                 "channels": {
                     "type": "object",
                     "additionalProperties": {
@@ -328,6 +354,12 @@ def _schemas() -> dict[str, Schema]:
                         },
                         ("contact_id", "name", "role", "total", "confirmed", "deadline"),
                     ),
+                    "description": "One page (at most `limit`), in contact id order.",
+                },
+                "tasks_total": _INT,
+                "next": {
+                    "type": ["string", "null"],
+                    "description": "Pass as `cursor` for the next page; null on the last.",
                 },
             },
             ("alert_id", "tasks"),
@@ -356,10 +388,30 @@ def _schemas() -> dict[str, Schema]:
                             "error": _STRING,
                             "url": _STRING,
                             "persistence": _STRING,
+                            "checked_s_ago": {
+                                "type": "number",
+                                "description": "Channels: age of the cached provider check.",
+                            },
                         },
                         ("ok",),
                     ),
-                    "description": "`redis`, `mqtt` and `channel:NAME` per running channel.",
+                    "description": "`redis`, `mqtt` and `channel:NAME` per running channel. A provider's"
+                    " check is cached (`server.readyz_check_ttl`), never made on every probe.",
+                },
+                "breakers": {
+                    "type": "object",
+                    "additionalProperties": _obj(
+                        {
+                            "state": {"type": "string", "enum": ["closed", "half_open", "open"]},
+                            "workers": _INT,
+                            "open": _INT,
+                            "retry_in": {"type": "number"},
+                        },
+                        ("state", "workers", "open", "retry_in"),
+                    ),
+                    "description": "Per channel, the circuit breakers its workers published in the last"
+                    " 30 s (the worst state; how many are open; seconds until a probe). Any not closed makes"
+                    " the status `degraded`.",
                 },
             },
             ("status", "checks"),
@@ -384,7 +436,45 @@ def _responses() -> dict[str, Schema]:
             ("TooLarge", "The body is over 1 MiB."),
             ("UnsupportedMediaType", "The body's Content-Type is not one this route reads."),
         )
+    } | {
+        "Busy": _json(
+            error,
+            "`busy`: every connection of the readers' own Redis pool (`redis.read_pool_size`) stayed"
+            " taken for `redis.read_pool_timeout`, or the process's budget of reads (`server.read_rate` a"
+            " second) is spent further ahead than that; retry after `Retry-After` seconds. Sending is"
+            " unaffected: readers never use the fan-out's or the workers' connections.",
+        )
+        | {"headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}}
     }
+
+
+_CHANNEL: Schema = {"type": "string", "enum": sorted(REGISTRY)}
+_DEAD_LETTERS: Schema = {
+    "type": "object",
+    "required": ["dead_letters", "totals"],
+    "properties": {
+        "dead_letters": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "channel", "ledger", "alert_id", "version", "recipients", "reason"],
+                "properties": {
+                    "id": _STRING,
+                    "channel": _STRING,
+                    "ledger": _STRING,
+                    "alert_id": _STRING,
+                    "version": {"type": "integer"},
+                    "village": _STRING,
+                    "audience": _STRING,
+                    "attempt": {"type": "integer"},
+                    "recipients": {"type": "integer"},
+                    "reason": _STRING,
+                },
+            },
+        },
+        "totals": {"type": "object", "additionalProperties": {"type": "integer"}},
+    },
+}
 
 
 def _api(summary: str, description: str, ok: dict[str, Schema], *errors: str, **extra: Any) -> dict[str, Any]:
@@ -397,6 +487,7 @@ def _api(summary: str, description: str, ok: dict[str, Schema], *errors: str, **
         ("Conflict", "409"),
         ("TooLarge", "413"),
         ("UnsupportedMediaType", "415"),
+        ("Busy", "503"),
     ):
         if name in errors:
             responses[code] = _error(name)
@@ -460,8 +551,21 @@ def _paths() -> dict[str, Any]:
     )
     html = {"content": {"text/html": {"schema": _STRING}}}
     page_errors = {
-        "403": {"description": "Forged or foreign token, or a resident not on the list (audited)."} | html,
+        "403": {
+            "description": "Forged or foreign token, or a resident not on the list (counted per client; summarised in the audit log once a minute; a cadre refused for a resident not on the list is audited)."
+        }
+        | html,
         "410": {"description": "The link expired or the alert ended."} | html,
+        "429": {
+            "description": "Too many invalid links from this client in a minute; try again later.",
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds to wait.",
+                    "schema": {"type": "integer", "minimum": 0},
+                }
+            },
+        }
+        | html,
     }
     return {
         "/api/v1/alerts/preview": {
@@ -510,9 +614,18 @@ def _paths() -> dict[str, Any]:
                 "预警列表 List recent alerts",
                 "Newest first. Needs `read`.",
                 {"200": _json(_ref("AlertList"), "Recent alerts.")},
+                "Invalid",
                 "Unauthorized",
                 "Forbidden",
-                parameters=[_param("limit", "query", {"type": "integer", "default": 50}, "How many.")],
+                "Busy",
+                parameters=[
+                    _param(
+                        "limit",
+                        "query",
+                        {"type": "integer", "default": 50},
+                        "How many (at most 1000); not an integer is 400.",
+                    )
+                ],
             ),
         },
         "/api/v1/alerts/{id}": {
@@ -523,6 +636,7 @@ def _paths() -> dict[str, Any]:
                 "Unauthorized",
                 "Forbidden",
                 "NotFound",
+                "Busy",
                 parameters=[_ALERT_ID],
             ),
         },
@@ -565,12 +679,24 @@ def _paths() -> dict[str, Any]:
                 {
                     "200": {
                         "description": "An event stream (`event: progress|end`, `data:` one JSON object).",
-                        "content": {"text/event-stream": {"schema": _STRING}},
+                        "content": {
+                            "text/event-stream": {
+                                # One schema per event, as schemathesis and OpenAPI 3.2's itemSchema read it.
+                                "schema": _obj(
+                                    {
+                                        "event": {"type": "string", "enum": ["progress", "end"]},
+                                        "data": {"type": "string", "contentMediaType": "application/json"},
+                                    },
+                                    ("event", "data"),
+                                )
+                            }
+                        },
                     }
                 },
                 "Unauthorized",
                 "Forbidden",
                 "NotFound",
+                "Busy",
                 parameters=[_ALERT_ID],
             ),
         },
@@ -597,7 +723,9 @@ def _paths() -> dict[str, Any]:
             "get": _api(
                 "叫应情况 Reach of an alert",
                 "Per village and audience, and the unreached must-reach residents with who answers for"
-                " them. Needs `read`.",
+                " them. Every figure comes from counters; `villages` and `unreached` are pages (cursor"
+                " and limit, hard maximums). Identical reads within `server.read_cache_ttl` (0.75 s) share"
+                " one answer. Needs `read`.",
                 {
                     "200": {
                         "description": "The reach view, or CSV with `format=csv`.",
@@ -611,13 +739,32 @@ def _paths() -> dict[str, Any]:
                 "Unauthorized",
                 "Forbidden",
                 "NotFound",
+                "Busy",
                 parameters=[
                     _ALERT_ID,
                     _param(
                         "limit",
                         "query",
-                        {"type": "integer", "minimum": 1, "maximum": 100_000, "default": 1000},
-                        "At most this many unreached residents are listed.",
+                        {"type": "integer", "default": 100},
+                        "At most this many unreached residents in this page (clamped to 1…1000).",
+                    ),
+                    _param(
+                        "cursor",
+                        "query",
+                        {"type": "string", "pattern": "^([0-9]{1,19}\\.[0-9]{1,19})?$"},
+                        "`unreached_next` of the previous page; absent or empty for the first page.",
+                    ),
+                    _param(
+                        "villages_limit",
+                        "query",
+                        {"type": "integer", "default": 50},
+                        "At most this many villages in this page (clamped to 1…500).",
+                    ),
+                    _param(
+                        "villages_cursor",
+                        "query",
+                        {"type": "string", "pattern": "^[0-9]{0,9}$"},
+                        "`villages_next` of the previous page; absent or empty for the first page.",
                     ),
                     _param("format", "query", {"type": "string", "enum": ["json", "csv"]}, "csv for a file."),
                 ],
@@ -629,10 +776,92 @@ def _paths() -> dict[str, Any]:
                 "Per contact how many residents and how many confirmed. Needs `read`; the signed page"
                 " `link` is included only for roles that may issue (operators and up).",
                 {"200": _json(_ref("TaskLists"), "The task lists.")},
+                "Invalid",
                 "Unauthorized",
                 "Forbidden",
                 "NotFound",
-                parameters=[_ALERT_ID],
+                "Busy",
+                parameters=[
+                    _ALERT_ID,
+                    _param(
+                        "limit",
+                        "query",
+                        {"type": "integer", "default": 500},
+                        "At most this many task lists in this page (clamped to 1…1000).",
+                    ),
+                    _param(
+                        "cursor",
+                        "query",
+                        {"type": "string", "pattern": "^[0-9]{0,19}$"},
+                        "`next` of the previous page; absent or empty for the first page.",
+                    ),
+                ],
+            ),
+        },
+        "/api/v1/deadletters": {
+            "get": _api(
+                "死信 Dead letters",
+                "Deliveries no retry can fix (a number the provider refused, an adapter bug), oldest"
+                " first, at most `limit` batches per channel, with each channel's total. Transient"
+                " failures are never here: they are retried until the alert expires. Needs `read`.",
+                {"200": _json(_DEAD_LETTERS, "The dead letters.")},
+                "Invalid",
+                "Unauthorized",
+                "Forbidden",
+                parameters=[
+                    _param(
+                        "channel",
+                        "query",
+                        {"oneOf": [_CHANNEL, {"const": ""}]},
+                        "Only this channel (absent or empty: every channel).",
+                    ),
+                    _param(
+                        "limit",
+                        "query",
+                        {"type": "integer", "default": 100},
+                        "At most this many batches per channel (clamped to 1…1000).",
+                    ),
+                ],
+            ),
+        },
+        "/api/v1/deadletters/requeue": {
+            "post": _api(
+                "死信重发 Requeue dead letters",
+                "Puts a channel's dead letters (`{}`: every channel's) back in the queue with a fresh"
+                " attempt count, once the cause is fixed. Audited. Needs `cancel`.",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["requeued"],
+                            "properties": {
+                                "requeued": {"type": "object", "additionalProperties": {"type": "integer"}}
+                            },
+                        },
+                        "Deliveries requeued per channel.",
+                    )
+                },
+                "Invalid",
+                "Unauthorized",
+                "Forbidden",
+                "TooLarge",
+                "UnsupportedMediaType",
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "channel": {
+                                        "oneOf": [_CHANNEL, {"type": "null"}, {"const": ""}],
+                                        "description": "null, empty or absent: every channel.",
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
             ),
         },
         "/api/v1/alerts/{id}/cap": {

@@ -1,0 +1,96 @@
+"""The dead letters over the API: deliveries no retry can fix (a refused number, an adapter bug).
+
+    GET  /api/v1/deadletters?channel=sms&limit=100   the batches per channel, oldest first, bounded
+    POST /api/v1/deadletters/requeue   {"channel": "sms"} (or {} for every channel): back in the queue
+
+Reading needs `read`; requeueing needs `cancel` (an operator's move, audited with who did it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from warning.broadcast import Broadcaster, DeadLetter
+from warning.channels.registry import REGISTRY
+from warning.errors import FieldError
+from warning.i18n import t
+from warning.web.api import _require
+from warning.web.bodies import read_json_object
+
+MAX_LIMIT = 1000
+
+
+def _channels(value: Any) -> list[str]:
+    """The channel asked for, or every registered one.
+
+    Raises:
+        FieldError: an unknown channel.
+    """
+    if value in (None, ""):
+        return sorted(REGISTRY)
+    if not isinstance(value, str) or value not in REGISTRY:
+        raise FieldError(
+            t(
+                "channel 应为 {names} 之一",
+                "channel must be one of {names}",
+                names=", ".join(sorted(REGISTRY)),
+            ),
+            field="channel",
+        )
+    return [value]
+
+
+def _limit(raw: str) -> int:
+    try:
+        return max(1, min(MAX_LIMIT, int(raw)))
+    except ValueError:
+        raise FieldError(t("limit 应为整数", "limit must be an integer"), field="limit") from None
+
+
+def _letter_json(letter: DeadLetter) -> dict[str, Any]:
+    batch = letter.batch
+    return {
+        "id": letter.entry_id,
+        "channel": batch.channel,
+        "ledger": batch.ledger,
+        "alert_id": batch.alert_id,
+        "version": batch.version,
+        "village": batch.village,
+        "audience": batch.audience,
+        "attempt": batch.attempt,
+        "recipients": len(batch.recipients),
+        "reason": letter.reason,
+    }
+
+
+def deadletter_routes(broadcaster: web.AppKey[Broadcaster]) -> list[web.RouteDef]:
+    async def list_dead(request: web.Request) -> web.Response:
+        """Dead-lettered batches per channel (at most `limit` per channel), with the total per channel."""
+        _require(request, "read")
+        channels = _channels(request.query.get("channel"))
+        limit = _limit(request.query.get("limit", "100"))
+        service = request.app[broadcaster]
+        letters: list[dict[str, Any]] = []
+        totals: dict[str, int] = {}
+        for channel in channels:
+            totals[channel] = await service.dead_count(channel)
+            letters.extend(_letter_json(letter) for letter in await service.dead_letters(channel, limit))
+        return web.json_response({"dead_letters": letters, "totals": totals})
+
+    async def requeue(request: web.Request) -> web.Response:
+        """Put a channel's dead letters (or every channel's) back in the queue; returns how many."""
+        user = _require(request, "cancel")
+        body = await read_json_object(request)
+        service = request.app[broadcaster]
+        requeued = {
+            channel: await service.requeue_dead(channel, actor=user.name, role=user.role.value)
+            for channel in _channels(body.get("channel"))
+        }
+        return web.json_response({"requeued": requeued})
+
+    return [
+        web.get("/api/v1/deadletters", list_dead),
+        web.post("/api/v1/deadletters/requeue", requeue),
+    ]
