@@ -8,25 +8,30 @@ from redis.asyncio import Redis
 
 from warning.store import Keyspace
 
-# KEYS: bucket. ARGV: rate per second, burst, tokens wanted. Returns 0 when granted, else the
-# milliseconds until enough tokens will have accrued (nothing is taken then).
-_TAKE = """
-local rate, burst, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or burst)
-local last = tonumber(redis.call('HGET', KEYS[1], 'ts') or now)
-tokens = math.min(burst, tokens + math.max(0, now - last) * rate)
-local wait = 0
-if tokens >= want then
-  tokens = tokens - want
-else
-  wait = math.ceil((want - tokens) / rate * 1000)
+# A token bucket in a Redis hash, on Redis's clock: `take_tokens(key, rate, burst, want)` takes `want`
+# tokens and returns 0, or takes nothing and returns the milliseconds until enough will have accrued.
+# Shared by every Lua script that meters something (the channels' send rate, the link pages' clients).
+LUA_BUCKET = """
+local function take_tokens(key, rate, burst, want)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+  local tokens = tonumber(redis.call('HGET', key, 'tokens') or burst)
+  local last = tonumber(redis.call('HGET', key, 'ts') or now)
+  tokens = math.min(burst, tokens + math.max(0, now - last) * rate)
+  local wait = 0
+  if tokens >= want then
+    tokens = tokens - want
+  else
+    wait = math.ceil((want - tokens) / rate * 1000)
+  end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 60000)
+  return wait
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 60000)
-return wait
 """
+
+# KEYS: bucket. ARGV: rate per second, burst, tokens wanted → 0 granted, else milliseconds to wait.
+_TAKE = LUA_BUCKET + "return take_tokens(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))"
 
 
 class RateLimiter:

@@ -51,6 +51,12 @@ async def test_dead_letters_listed_and_requeued_by_an_operator(service: Service)
         async with session.get(url, params={"channel": "fax"}, headers=viewer) as response:
             assert response.status == 400
             assert (await response.json())["error"]["field"] == "channel"
+        for query in ("limit=5&limit=6", "channel=sms&channel=voice"):  # which one would be meant?
+            async with session.get(f"{url}?{query}", headers=viewer) as response:
+                assert response.status == 400
+                assert (await response.json())["error"]["field"] == query.partition("=")[0]
+        async with session.get(f"{service.base}/api/v1/alerts?limit=5&limit=6", headers=viewer) as response:
+            assert response.status == 400 and (await response.json())["error"]["field"] == "limit"
         async with session.post(f"{url}/requeue", json={"channel": "sms"}, headers=operator) as response:
             assert response.status == 200
             requeued = await response.json()

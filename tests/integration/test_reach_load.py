@@ -236,7 +236,18 @@ async def test_readers_during_a_fan_out_get_200_and_the_figures_match_the_ledger
 
 
 async def test_a_saturated_readers_pool_answers_503_and_the_fan_out_still_completes(starved: Served) -> None:
+    # The pool's one connection is taken for the first second, so readers surely find it busy (left to
+    # chance, single-flight builds could keep them from ever meeting); the fan-out never waits for it.
+    pool = starved.app[STORE].readers.connection_pool
+
+    async def hold() -> None:
+        taken = await pool.get_connection("PING")  # type: ignore[no-untyped-call]
+        await asyncio.sleep(1.0)
+        await pool.release(taken)
+
+    holder = asyncio.create_task(hold())
     alert, report, statuses, problems = await _fan_out_under_readers(starved)
+    await holder
     assert not problems, problems
     assert statuses[500] == 0 and statuses[503] > 0 and set(statuses) <= {200, 503}, statuses
     truth = await _truth(starved.app[BROADCASTER], alert, report)

@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from warning.channels.base import Message, Outcome
-from warning.channels.sms import SmsChannel
+from warning.channels.base import EXPIRY_MARGIN, Message, Outcome
+from warning.channels.sms import SmsChannel, _validity_period
 from warning.config import SmsSettings, TwilioSettings
 from warning.errors import PermanentDeliveryError, TransientDeliveryError
 from warning.model import Level
@@ -104,18 +104,20 @@ async def test_send_reaches_the_sandbox_with_exact_fields(
 
 @pytest.mark.parametrize(
     ("expires_in", "validity"),
-    [(None, None), (timedelta(days=2), 36000), (timedelta(milliseconds=300), 1)],
+    [(None, None), (timedelta(days=2), 36000), (EXPIRY_MARGIN + timedelta(seconds=3), 4)],
 )
 async def test_validity_period_is_clamped_or_omitted(
     make_channel: ChannelFactory, sandbox: TwilioSandbox, expires_in: timedelta | None, validity: int | None
 ) -> None:
-    """ValidityPeriod is omitted without an expiry and clamped to Twilio's 1..36000 seconds otherwise."""
+    """ValidityPeriod is omitted without an expiry, the whole seconds left otherwise, at most Twilio's 36000
+    (and at least its 1, for an expiry a moment away: never sent, as it is within the expiry margin)."""
     channel = make_channel()
     await channel.start()
     expires = datetime.now(UTC) + expires_in if expires_in else None
     [result] = await channel.send([message(expires=expires)])
     assert result.outcome is Outcome.SENT
     assert sandbox.messages[0].validity_period == validity
+    assert _validity_period(datetime.now(UTC) + timedelta(milliseconds=300)) == 1
 
 
 @pytest.mark.parametrize(
@@ -258,13 +260,15 @@ async def test_nothing_is_sent_after_expiry(make_channel: ChannelFactory, sandbo
     sandbox.set_faults(latency=0.15)
     channel = make_channel(max_in_flight=1)
     await channel.start()
-    expires = datetime.now(UTC) + timedelta(seconds=0.4)
+    expires = datetime.now(UTC) + EXPIRY_MARGIN + timedelta(seconds=0.4)
     results = await channel.send([message(n, expires=expires) for n in range(6)])
     outcomes = [r.outcome for r in results]
     assert Outcome.SENT in outcomes and Outcome.EXPIRED in outcomes
     assert outcomes == sorted(outcomes, key=lambda o: o is Outcome.EXPIRED)  # sent first, then expired
     assert len(sandbox.messages) == outcomes.count(Outcome.SENT)
-    assert all(m.received is not None and m.received < expires for m in sandbox.messages)
+    # Not only before `expires`: none is handed over within the margin kept for its way to Twilio.
+    last_call = expires - EXPIRY_MARGIN + timedelta(seconds=0.1)  # `received`: on arrival, before latency
+    assert all(m.received is not None and m.received < last_call for m in sandbox.messages)
     [late] = await channel.send([message(99, expires=datetime.now(UTC) - timedelta(seconds=1))])
     assert late.outcome is Outcome.EXPIRED
     assert sandbox.requests == outcomes.count(Outcome.SENT)

@@ -205,11 +205,18 @@ def _on_segment(lat: float, lon: float, a: tuple[float, float], b: tuple[float, 
     )
 
 
+Edge = tuple[tuple[float, float], tuple[float, float]]
+
+
 def in_polygon(lat: float, lon: float, polygon: Polygon) -> bool:
     """Whether the point is inside the polygon or on its edge (ray casting on lon/lat as a plane)."""
     points = polygon.points
     # Pairing each point with the next, wrapping around, makes the closing point a harmless zero-length edge.
-    edges = list(zip(points, points[1:] + points[:1], strict=True))
+    return _ray_cast(lat, lon, list(zip(points, points[1:] + points[:1], strict=True)))
+
+
+def _ray_cast(lat: float, lon: float, edges: Sequence[Edge]) -> bool:
+    """Inside or on an edge, over `edges`: all the polygon's, or every edge that spans `lat`'s band."""
     if any(_on_segment(lat, lon, a, b) for a, b in edges):
         return True
     inside = False
@@ -280,9 +287,6 @@ class _AreaMatcher:
         return found
 
 
-Edge = tuple[tuple[float, float], tuple[float, float]]
-
-
 class _Ring:
     """A polygon prepared for many point tests: its bounding box, and its edges by latitude band.
 
@@ -314,16 +318,7 @@ class _Ring:
         return box[0] <= lat <= box[1] and box[2] <= lon <= box[3]
 
     def contains(self, lat: float, lon: float) -> bool:
-        edges = self.bands[self.band(lat)]
-        if any(_on_segment(lat, lon, a, b) for a, b in edges):
-            return True
-        inside = False
-        for (y1, x1), (y2, x2) in edges:
-            if (y1 > lat) != (y2 > lat):
-                crossing = x1 + (lat - y1) * (x2 - x1) / (y2 - y1)
-                if lon < crossing:
-                    inside = not inside
-        return inside
+        return _ray_cast(lat, lon, self.bands[self.band(lat)])
 
 
 def _circle_box(circle: Circle) -> tuple[float, float, float, float]:

@@ -32,7 +32,7 @@ from warning.views import (
     reach_csv,
     reach_view,
 )
-from warning.web.bodies import error_document, read_bytes, read_json_object
+from warning.web.bodies import error_document, int_param, query_value, read_bytes, read_json_object
 from warning.web.openapi import OPENAPI_PATH
 
 log = logging.getLogger(__name__)
@@ -253,17 +253,9 @@ def _in_background(app: web.Application, tasks: web.AppKey[set[asyncio.Task[Any]
     task.add_done_callback(app[tasks].discard)
 
 
-def _int_param(request: web.Request, name: str, default: int, most: int) -> int:
-    """A positive integer query parameter, clamped to `most`. Raises FieldError if not an integer."""
-    try:
-        return max(1, min(most, int(request.query.get(name, str(default)))))
-    except ValueError:
-        raise FieldError(t("{f} 应为整数", "{f} must be an integer", f=name), field=name) from None
-
-
 def _cursor_param(request: web.Request, name: str) -> str:
     """An opaque page cursor from the query: digits and one dot at most, as the views hand them out."""
-    value = request.query.get(name, "")
+    value = query_value(request, name)
     # At most 19 digits a part: a Redis SCAN cursor is below 2**64, and a larger one is a Redis error (500).
     if (
         len(value) > 40
@@ -338,10 +330,7 @@ def api_routes(
 
     async def list_alerts(request: web.Request) -> web.Response:
         _require(request, "read")
-        try:
-            limit = max(1, min(1000, int(request.query.get("limit", "50"))))
-        except ValueError:
-            raise FieldError(t("limit 应为整数", "limit must be an integer"), field="limit") from None
+        limit = int_param(request, "limit", 50, 1000)
         alerts = await request.app[broadcaster].alerts.recent(limit=limit)
         return web.json_response({"alerts": [alert_json(a) for a in alerts]})
 
@@ -485,10 +474,10 @@ def api_routes(
         Identical reads share one build for `server.read_cache_ttl`; a saturated readers' pool is 503."""
         _require(request, "read")
         model, alert_id = reads(request), request.match_info["id"]
-        limit = _int_param(request, "limit", UNREACHED_PAGE, UNREACHED_MAX_PAGE)
-        villages_limit = _int_param(request, "villages_limit", VILLAGES_PAGE, VILLAGES_MAX_PAGE)
+        limit = int_param(request, "limit", UNREACHED_PAGE, UNREACHED_MAX_PAGE)
+        villages_limit = int_param(request, "villages_limit", VILLAGES_PAGE, VILLAGES_MAX_PAGE)
         cursor, villages_cursor = _cursor_param(request, "cursor"), _cursor_param(request, "villages_cursor")
-        output = request.query.get("format", "json")
+        output = query_value(request, "format", "json")
         if output not in ("json", "csv"):
             raise FieldError(t("format 应为 json 或 csv", "format must be json or csv"), field="format")
         csv_format = output == "csv"
@@ -527,7 +516,7 @@ def api_routes(
         viewer sees names and counts only)."""
         user = _require(request, "read")
         service, alert_id = reads(request), request.match_info["id"]
-        limit = _int_param(request, "limit", TASKS_PAGE, TASKS_MAX_PAGE)
+        limit = int_param(request, "limit", TASKS_PAGE, TASKS_MAX_PAGE)
         cursor = _cursor_param(request, "cursor")
         if "." in cursor:
             raise FieldError(t("cursor 无效", "cursor is invalid"), field="cursor")

@@ -1,9 +1,11 @@
-"""Reading request bodies: JSON objects and url-encoded forms, UTF-8 only, refused with our error body.
+"""Reading request input: JSON objects and url-encoded forms, UTF-8 only, and query parameters, refused
+with our error body.
 
 Every route that reads a body reads it here, so a body that is too large, not UTF-8, not JSON, not an
 object, absurdly deep or of the wrong content type is a 400/413/415 `{"error": {"code", "message"}}`
 and never a 500. Webhooks read their form here *before* the signature check: an unreadable body has
-nothing to check, and a readable one with a bad signature is still 403.
+nothing to check, and a readable one with a bad signature is still 403. A query parameter of the API is
+read with `query_value`/`int_param`: given twice it is a 400 naming it (which one would be meant?).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import hdrs, web
 
+from warning.errors import FieldError
 from warning.i18n import t
 
 JSON_TYPES = ("application/json",)
@@ -174,3 +177,27 @@ async def read_form(request: web.Request) -> dict[str, str]:
             t("表单字段过多（最多 {n} 个）", "too many form fields (at most {n})", n=_MAX_FIELDS)
         ) from None
     return dict(pairs)
+
+
+def query_value(request: web.Request, name: str, default: str = "") -> str:
+    """A query parameter given at most once.
+
+    Raises:
+        FieldError: it was given more than once.
+    """
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise FieldError(t("{f} 只能给一次", "{f} may be given only once", f=name), field=name)
+    return values[0] if values else default
+
+
+def int_param(request: web.Request, name: str, default: int, most: int) -> int:
+    """A positive integer query parameter (once), clamped to 1..`most`.
+
+    Raises:
+        FieldError: not an integer, or given more than once.
+    """
+    try:
+        return max(1, min(most, int(query_value(request, name, str(default)))))
+    except ValueError:
+        raise FieldError(t("{f} 应为整数", "{f} must be an integer", f=name), field=name) from None

@@ -17,7 +17,7 @@ from warning.channels.registry import REGISTRY
 from warning.errors import FieldError
 from warning.i18n import t
 from warning.web.api import _require
-from warning.web.bodies import read_json_object
+from warning.web.bodies import int_param, query_value, read_json_object
 
 MAX_LIMIT = 1000
 
@@ -42,13 +42,6 @@ def _channels(value: Any) -> list[str]:
     return [value]
 
 
-def _limit(raw: str) -> int:
-    try:
-        return max(1, min(MAX_LIMIT, int(raw)))
-    except ValueError:
-        raise FieldError(t("limit 应为整数", "limit must be an integer"), field="limit") from None
-
-
 def _letter_json(letter: DeadLetter) -> dict[str, Any]:
     batch = letter.batch
     return {
@@ -69,8 +62,8 @@ def deadletter_routes(broadcaster: web.AppKey[Broadcaster]) -> list[web.RouteDef
     async def list_dead(request: web.Request) -> web.Response:
         """Dead-lettered batches per channel (at most `limit` per channel), with the total per channel."""
         _require(request, "read")
-        channels = _channels(request.query.get("channel"))
-        limit = _limit(request.query.get("limit", "100"))
+        channels = _channels(query_value(request, "channel"))
+        limit = int_param(request, "limit", 100, MAX_LIMIT)
         service = request.app[broadcaster]
         letters: list[dict[str, Any]] = []
         totals: dict[str, int] = {}

@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from warning.i18n import t
+from warning.ratelimit import LUA_BUCKET
 from warning.store import Keyspace
 
 log = logging.getLogger(__name__)
@@ -44,27 +45,15 @@ THROTTLED = "throttled"
 
 # KEYS: bucket, this minute's refusals. ARGV: rate per second, burst, refusals allowed per minute,
 # seconds left in the minute. Returns 0 when admitted (one token taken), else milliseconds to wait.
-_ADMIT = """
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local refused = tonumber(redis.call('HGET', KEYS[2], 'forbidden') or 0)
-if refused >= tonumber(ARGV[3]) then
+_ADMIT = (
+    LUA_BUCKET
+    + """
+if tonumber(redis.call('HGET', KEYS[2], 'forbidden') or 0) >= tonumber(ARGV[3]) then
   return math.max(1, math.ceil(tonumber(ARGV[4]) * 1000))
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or burst)
-local last = tonumber(redis.call('HGET', KEYS[1], 'ts') or now)
-tokens = math.min(burst, tokens + math.max(0, now - last) * rate)
-local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-else
-  wait = math.ceil((1 - tokens) / rate * 1000)
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return wait
+return take_tokens(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), 1)
 """
+)
 
 # KEYS: this minute's refusals, pending summaries. ARGV: reason, counts TTL, pending member, minute end.
 _REFUSE = """
