@@ -35,7 +35,8 @@ from warning.sandbox.speakers import SpeakerSimulator
 from warning.store.embedded import EmbeddedRedis
 from warning.textable import render
 from warning.views import reach_view
-from warning.web.app import BROADCASTER, BROKER, DIRECTORY, ENGINE, EVIDENCE, STORE, build_app, listen
+from warning.web.app import build_app, listen
+from warning.web.keys import BROADCASTER, BROKER, DIRECTORY, ENGINE, EVIDENCE, STORE
 
 DEMO_TOWNSHIP = "331099101"
 RECEIPT_GRACE = 10.0  # seconds to wait for the sandbox's delivery receipts after the last send

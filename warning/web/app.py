@@ -8,61 +8,69 @@ import logging
 import signal
 import socket
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
 
 from aiohttp import web
 
 from warning.broadcast import Broadcaster
-from warning.broker import BrokerAddress, open_broker
-from warning.channels.base import Channel
+from warning.broker import open_broker
 from warning.config import Settings
-from warning.deliveries import Deliveries
 from warning.directory.importer import import_files
 from warning.directory.rows import RowProblem
 from warning.directory.store import Directory
-from warning.engine import Engine, channel_names, run_engine
+from warning.engine import channel_names, run_engine
 from warning.errors import UsageError
 from warning.evidence import Evidence
 from warning.i18n import t
 from warning.public_url import public_url_problem
 from warning.readmodel import ReadModel
 from warning.sample.generate import sample_files
-from warning.store import Store, open_store
+from warning.store import open_store
 from warning.users import Users
 from warning.views import ReadGate
 from warning.web.api import api_routes, auth_middleware
+from warning.web.approvals import approval_routes
+from warning.web.audit_pages import audit_routes
 from warning.web.cadre import cadre_routes
+from warning.web.console import console_routes
+from warning.web.console_live import live_routes
 from warning.web.deadletters import deadletter_routes
-from warning.web.health import CHANNEL_CHECKS, ChannelChecks, Metrics, health_routes, metrics_middleware
+from warning.web.directory_api import directory_routes
+from warning.web.health import ChannelChecks, Metrics, health_routes, metrics_middleware
 from warning.web.hooks import hook_routes
+
+# The app's resources, by key; defined in warning.web.keys so route modules can name them too.
+from warning.web.keys import (
+    BACKGROUND,
+    BROADCASTER,
+    BROKER,
+    CHANNEL_CHECKS,
+    CHANNELS,
+    DELIVERIES,
+    DIRECTORY,
+    ENGINE,
+    EVIDENCE,
+    METRICS,
+    READ_MODEL,
+    READER_USERS,
+    RUNNING_CHANNELS,
+    SETTINGS,
+    STORE,
+    THROTTLE,
+    TWILIO_TOKEN,
+    USERS,
+    VOICE_CALLBACKS,
+    WECHAT_TOKEN,
+)
+from warning.web.login import login_routes
 from warning.web.openapi import openapi_routes
+from warning.web.pages import static_routes
+from warning.web.public_page import public_routes
 from warning.web.throttle import Throttle, run_sweeper
 from warning.web.voice_hooks import VoiceCallbacks, voice_routes
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024  # DESIGN §5.2: bodies over 1 MiB are refused with 413
-
-SETTINGS = web.AppKey("settings", Settings)
-STORE = web.AppKey("store", Store)
-BROKER = web.AppKey("broker", BrokerAddress)
-DIRECTORY = web.AppKey("directory", Directory)
-METRICS = web.AppKey("metrics", Metrics)
-BROADCASTER = web.AppKey("broadcaster", Broadcaster)
-DELIVERIES = web.AppKey("deliveries", Deliveries)
-USERS = web.AppKey("users", Users)
-# The same read model and users over the readers' own Redis pool (GET routes of the API).
-READ_MODEL = web.AppKey("read_model", ReadModel)
-READER_USERS = web.AppKey("reader_users", Users)
-TWILIO_TOKEN = web.AppKey("twilio_token", str)
-WECHAT_TOKEN = web.AppKey("wechat_token", str)
-EVIDENCE = web.AppKey("evidence", Evidence)
-VOICE_CALLBACKS = web.AppKey("voice_callbacks", VoiceCallbacks)
-ENGINE = web.AppKey("engine", Engine)
-BACKGROUND: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("background", set)
-CHANNELS = web.AppKey("channels", list)
-RUNNING_CHANNELS: web.AppKey[dict[str, Channel]] = web.AppKey("running_channels", dict)
-THROTTLE = web.AppKey("throttle", Throttle)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -187,6 +195,14 @@ def build_app(
         voice_routes(settings.server.base_url, TWILIO_TOKEN, STORE, VOICE_CALLBACKS, settings.voice)
     )
     app.add_routes(openapi_routes(settings.server.base_url))
+    app.add_routes(static_routes())
+    app.add_routes(login_routes())
+    app.add_routes(audit_routes())
+    app.add_routes(approval_routes())
+    app.add_routes(directory_routes())
+    app.add_routes(console_routes())
+    app.add_routes(public_routes())
+    app.add_routes(live_routes())
     return app
 
 
