@@ -3,8 +3,8 @@
 alerts              HASH id → Alert JSON (the current version)
 alerts:by_time      ZSET id by issue time (listing)
 alert:{id}:ctl      HASH state, version, expires (epoch seconds): what workers check before sending
-audit               STREAM of audit events (actor, role, action, object, result, detail), trimmed to
-                    about AUDIT_MAXLEN entries (XADD MAXLEN ~): the oldest go first
+audit…              the hash-chained audit log (warning.audit: seq, prev, hash per entry; an index per
+                    object), trimmed to about AUDIT_MAXLEN entries (XADD MAXLEN ~): the oldest go first
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
+from warning.audit import AuditLog
 from warning.errors import AlertNotFound
 from warning.i18n import t
 from warning.model import Alert, AlertState
@@ -34,10 +35,15 @@ def new_alert_id(now: datetime) -> str:
 class AlertStore:
     """Reads and writes alerts and their audit trail."""
 
-    def __init__(self, redis: Redis, keys: Keyspace, *, audit_maxlen: int = AUDIT_MAXLEN) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keyspace, *, audit_maxlen: int = AUDIT_MAXLEN, secret: str = ""
+    ) -> None:
+        """`secret`: `server.secret` (the audit chain's key is derived from it, or from the random key
+        kept in Redis when it is unset, as links.py does)."""
         self.redis = redis
         self.keys = keys
         self.audit_maxlen = audit_maxlen
+        self.audit_log_store = AuditLog(redis, keys, secret=secret, maxlen=audit_maxlen)
 
     def _records(self) -> str:
         return self.keys.key("alerts")
@@ -84,28 +90,26 @@ class AlertStore:
         return [Alert.from_json(r) for r in raw if r is not None]
 
     async def audit(
-        self, *, actor: str, role: str, action: str, obj: str, result: str, detail: str = ""
+        self,
+        *,
+        actor: str,
+        role: str,
+        action: str,
+        obj: str,
+        result: str,
+        detail: str = "",
+        ip: str | None = None,
     ) -> None:
-        """Append an audit event; the stream is trimmed to about `audit_maxlen` entries, oldest first."""
-        await self.redis.xadd(
-            self.keys.key("audit"),
-            {
-                "ts": datetime.now(UTC).isoformat(),
-                "actor": actor,
-                "role": role,
-                "action": action,
-                "object": obj,
-                "result": result,
-                "detail": detail,
-            },
-            maxlen=self.audit_maxlen,
-            approximate=True,
+        """Append an audit event to the hash chain; `ip` defaults to the client of the request served."""
+        await self.audit_log_store.append(
+            actor=actor, role=role, action=action, obj=obj, result=result, detail=detail, ip=ip
         )
 
     async def audit_log(self, obj: str | None = None, limit: int = 1000) -> list[dict[str, str]]:
-        entries = await self.redis.xrange(self.keys.key("audit"), count=limit) or []
-        events = [{str(k): str(v) for k, v in (fields or {}).items()} for _, fields in entries]
-        return [e for e in events if obj is None or e["object"] == obj]
+        """Audit events oldest first: those about `obj` (exact, from its index), or the log's first `limit`."""
+        log = self.audit_log_store
+        events = await (log.oldest(limit) if obj is None else log.for_object(obj, limit))
+        return [{k: v for k, v in e.items() if k != "id"} for e in events]
 
 
 def describe(alert: Alert) -> str:

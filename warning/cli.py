@@ -36,6 +36,8 @@ _MODULES = {
     "directory": "cli_directory",
     "issue": "cli_broadcast",
     "approve": "cli_broadcast",
+    "return": "cli_broadcast",
+    "reject": "cli_broadcast",
     "cancel": "cli_broadcast",
     "status": "cli_status",
     "worker": "cli_broadcast",
@@ -45,6 +47,7 @@ _MODULES = {
     "report": "cli_reach",
     "alerts": "cli_admin",
     "users": "cli_admin",
+    "audit": "cli_admin",
 }
 LEVELS_HELP = "red/orange/yellow/blue | 红色/橙色/黄色/蓝色"
 
@@ -87,9 +90,13 @@ def _issue_parser(commands: Any) -> None:
         "issue",
         help=t("发布预警（先预览，确认后发送）", "issue a warning (preview, then confirm)"),
         description=t(
-            "先显示每类人群、每个渠道的预览（人数、发送的文字、短信条数），确认后才发送。正式预警和演练都必须有标题和行动指引。",
+            "先显示每类人群、每个渠道的预览（人数、发送的文字、短信条数），确认后才发送。正式预警和演练都必须有标题和行动指引。"
+            "命令行是本机管理员的工具：直接发布，不经两人审批（审计记为 cli / admin）；网页控制台和 API 提交的高级别预警须另一人批准。",
             "Shows a preview per audience and channel (recipients, the text, SMS segments) and sends only "
-            "once confirmed. Actual alerts and drills need a headline and an instruction.",
+            "once confirmed. Actual alerts and drills need a headline and an instruction. The CLI is the "
+            "host administrator's tool: it issues directly, without the two-person approval (audited as "
+            "cli, role admin); high-level alerts submitted through the console or the API wait for a "
+            "second person's approval ([approval] level).",
         ),
     )
     issue.add_argument(
@@ -143,8 +150,22 @@ def _issue_parser(commands: Any) -> None:
 
 def _broadcast_parsers(commands: Any) -> None:
     _issue_parser(commands)
-    approve = commands.add_parser("approve", help=t("批准草稿并发布", "approve a draft and issue it"))
+    approve = commands.add_parser(
+        "approve",
+        help=t(
+            "批准待审批的预警或草稿并发布", "approve an alert waiting for approval (or a draft) and issue it"
+        ),
+    )
     approve.add_argument("id")
+    for name, zh, en in (
+        ("return", "退回待审批的预警供修改（成为草稿）", "return an alert waiting for approval for edit"),
+        ("reject", "驳回待审批的预警或草稿（不会发布）", "reject an alert waiting for approval or a draft"),
+    ):
+        decide = commands.add_parser(name, help=t(zh, en))
+        decide.add_argument("id")
+        decide.add_argument(
+            "--reason", required=True, help=t("理由（提交人会看到）", "the reason (the submitter sees it)")
+        )
 
     cancel = commands.add_parser(
         "cancel",
@@ -214,9 +235,38 @@ def _admin_parsers(commands: Any) -> None:
     )
     add.add_argument("name")
     add.add_argument("--role", required=True, help="viewer | operator | approver | admin")
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help=t(
+            "从标准输入读取一行作为控制台登录密码（至少 10 个字符）",
+            "read one line from stdin as the console password (at least 10 characters)",
+        ),
+    )
     users_commands.add_parser("list", help=t("列出用户及其角色", "list users and their roles"))
-    revoke = users_commands.add_parser("revoke", help=t("吊销用户的全部令牌", "revoke every token of a user"))
+    revoke = users_commands.add_parser(
+        "revoke",
+        help=t("吊销用户的全部令牌、密码和登录会话", "revoke a user's tokens, password and sessions"),
+    )
     revoke.add_argument("name")
+
+    audit = commands.add_parser("audit", help=t("审计日志：校验与导出", "audit log: verify and export"))
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    verify = audit_commands.add_parser(
+        "verify", help=t("校验审计日志的哈希链是否完整", "check the audit log's hash chain")
+    )
+    verify.add_argument("--quiet", action="store_true", help=t("不显示进度条", "no progress bar"))
+    export = audit_commands.add_parser(
+        "export", help=t("导出审计日志到标准输出", "export the audit log to stdout")
+    )
+    export.add_argument("--format", choices=("csv", "json"), default="csv")
+    export.add_argument(
+        "--since", help=t("只导出此时间之后的（ISO 8601）", "only entries after this time (ISO 8601)")
+    )
+    export.add_argument(
+        "--object",
+        help=t("只导出关于此对象的（如预警编号）", "only entries about this object (e.g. an alert id)"),
+    )
 
 
 def _parser() -> argparse.ArgumentParser:

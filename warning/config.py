@@ -59,6 +59,11 @@ class ServerSettings:
     # the event loop from the fan-out and the workers; a reader over the budget waits its turn (up to
     # `redis.read_pool_timeout`, then 503 with Retry-After). 0: no limit.
     read_rate: float = _opt(200.0, min=0.0, max=1_000_000.0)
+    # A console session ends after this long without a request, and in any case this long after sign-in.
+    session_idle: float = _opt(7200.0, duration=True, min=60.0, max=7 * 86400.0)
+    session_max: float = _opt(43200.0, duration=True, min=60.0, max=30 * 86400.0)
+    # Behind a reverse proxy: take the client's address (audit log, login throttle) from X-Forwarded-For.
+    trust_proxy: bool = _opt(False)
 
     @property
     def base_url(self) -> str:
@@ -342,6 +347,20 @@ def _steps(value: object, where: str) -> tuple[EscalationStep, ...]:
 
 
 @dataclass(frozen=True)
+class ApprovalSettings:
+    """The two-person rule (GOV.UK Emergency Alerts style) for alerts submitted through the API or console.
+
+    An Actual alert at or above `level` waits (pending_approval) until a different approver approves it;
+    "off" disables the rule. A drill (Exercise) is issued by its submitter when `drills_self_approve`,
+    else it follows the rule too. `warning issue` on the host is the administrator's tool and issues
+    directly, audited with role admin.
+    """
+
+    level: str = _opt("orange", choices=("blue", "yellow", "orange", "red", "off"))
+    drills_self_approve: bool = _opt(True)
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = _opt("info", choices=("debug", "info", "warning", "error"))
     # auto: readable text on a terminal, one JSON object per line otherwise (files, journald, containers).
@@ -424,6 +443,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     templates: TemplatesSettings = field(default_factory=TemplatesSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    approval: ApprovalSettings = field(default_factory=ApprovalSettings)
     audiences: tuple[AudienceSettings, ...] = ()
     feeds: tuple[FeedSettings, ...] = ()
     # Where each `section.key` came from: "default", the file's path, or "env WARNING_…".

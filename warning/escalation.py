@@ -377,6 +377,17 @@ class Escalation:
             for record in records:
                 pipe.xadd(self._key(alert_id, "log"), record.to_fields())  # type: ignore[arg-type]
             await pipe.execute()
+        for record in records:  # every escalation fired is in the audit log too, with whom it called
+            await self.alerts.audit(
+                actor="escalation",
+                role="system",
+                action="escalate",
+                obj=alert_id,
+                result=record.detail or "ok",
+                detail=f"step {record.step} {record.role} {record.contact_id} {record.contact_name} "
+                f"villages={','.join(record.villages)} residents={record.residents}",
+                ip="",
+            )
 
     # -- reading ------------------------------------------------------------------------------------
 

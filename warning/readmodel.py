@@ -29,7 +29,7 @@ class ReadModel:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self.alerts = AlertStore(store.redis, store.keys)
+        self.alerts = AlertStore(store.redis, store.keys, secret=settings.server.secret)
         self.directory = Directory(store)
         self.deliveries = Deliveries(store.redis, store.keys)
         self.texts = Texts(store.redis, store.keys)

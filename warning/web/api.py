@@ -13,9 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
+from warning.approval import reason_field
 from warning.audiences import DEFAULT_AUDIENCES
 from warning.broadcast import AlertRequest, Broadcaster, parse_levels
 from warning.cap.atom import atom_feed
+from warning.config import Settings
 from warning.errors import AlertError, AlertNotFound, CapError, FieldError, MissingField, UsageError
 from warning.i18n import current_language, t
 from warning.model import Alert, AlertState, AlertStatus
@@ -32,8 +34,8 @@ from warning.views import (
     reach_csv,
     reach_view,
 )
+from warning.web.access import USER, access_middleware, public, requires, unauthorized
 from warning.web.bodies import error_document, int_param, query_value, read_bytes, read_json_object
-from warning.web.openapi import OPENAPI_PATH
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +56,12 @@ _ALERT_FIELDS = {
 
 # An alert id of the caller's own choosing ("" lets the service choose one).
 ALERT_ID = re.compile(r"([A-Za-z0-9][A-Za-z0-9._:@+-]{0,127})?", re.ASCII)
-USER: web.RequestKey[User | None] = web.RequestKey("user")
 # Who may see the cadres' signed links: those who may issue (operators and up), not viewers.
 LINKS_ACTION = "issue"
 EVENTS_MAX_SECONDS = 3600  # an event stream ends after an hour; clients reconnect
 TASKS_PAGE = 500  # task lists in one page of /tasks unless `limit` says fewer (at most TASKS_MAX_PAGE)
 TASKS_MAX_PAGE = 1000
 BUSY_RETRY_AFTER = 1  # seconds a reader turned away with 503 is asked to wait
-AUTH_CACHE_TTL = 1.0  # seconds a reader's token is taken as checked (a revoked one reads this long more)
 
 
 def _dumps(value: Any) -> str:
@@ -156,69 +156,54 @@ def busy() -> web.Response:
 
 
 def auth_middleware(
-    users: web.AppKey[Users], readers: web.AppKey[Users] | None = None, gate: ReadGate | None = None
+    users: web.AppKey[Users],
+    readers: web.AppKey[Users] | None = None,
+    gate: ReadGate | None = None,
+    settings: web.AppKey[Settings] | None = None,
 ) -> Any:
-    """Every /api/ route but the public OpenAPI document needs `Authorization: Bearer TOKEN`; roles per route.
+    """Access for every route (warning.web.access.access_middleware: language, user from a Bearer token
+    or the session cookie, the route's declaration, CSRF), and our JSON errors for the /api/ routes.
 
     `readers` (optional) authenticates GET requests through the readers' Redis pool (a token checked
     once serves for AUTH_CACHE_TTL), so a crowd of readers never queues for the connections that issuing
-    and sending use; `gate` (optional) holds GET requests to a budget of reads a second (503 beyond).
-    """
-    checked: ViewCache[User | None] = ViewCache(AUTH_CACHE_TTL, max_entries=1024)
+    and sending use; `gate` (optional) holds API reads to a budget of reads a second (503 beyond)."""
+    access = access_middleware(users, readers, gate, settings=settings, busy=busy)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/api/") or request.path == OPENAPI_PATH:
-            return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        token = token.strip() if scheme.lower() == "bearer" else ""
-        reading = request.method in ("GET", "HEAD") and readers is not None and readers in request.app
-        try:
-            if reading and readers is not None:
-                if gate is not None and not await gate.enter():
-                    return busy()
-                source = request.app[readers]
-                user = await checked.get(token, lambda: source.authenticate(token)) if token else None
-            else:
-                user = await request.app[users].authenticate(token) if token else None
-        except ReadersBusy:
-            return busy()
-        # Decided by the route matched, never by the path's text: `/api/v1/alerts/cap` is another route.
-        resource = request.match_info.route.resource
-        public_cap = request.method == "GET" and resource is not None and resource.canonical == CAP_ROUTE
-        if user is None and not public_cap:
-            return _unauthorized()
-        request[USER] = user  # None only on the public CAP route and the OpenAPI document
-        try:
-            return await handler(request)
-        except CapError as exc:
-            return error(400, "invalid_cap", str(exc), exc.element)
-        except MissingField as exc:
-            return error(400, "missing_field", str(exc), exc.field)
-        except FieldError as exc:
-            return error(400, "invalid", str(exc), exc.field)
-        except UsageError as exc:
-            return error(400, "invalid", str(exc))
-        except AlertNotFound as exc:
-            return error(404, "not_found", str(exc))
-        except AlertError as exc:
-            return error(409, "conflict", str(exc))
-        except ReadersBusy:
-            return busy()
+        if not request.path.startswith("/api/"):
+            return await access(request, handler)  # type: ignore[no-any-return]
+
+        async def mapped(request: web.Request) -> web.StreamResponse:
+            return await _api_errors(request, handler)
+
+        return await access(request, mapped)  # type: ignore[no-any-return]
 
     return middleware
 
 
+async def _api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Our errors as the API's JSON error body."""
+    try:
+        return await handler(request)
+    except CapError as exc:
+        return error(400, "invalid_cap", str(exc), exc.element)
+    except MissingField as exc:
+        return error(400, "missing_field", str(exc), exc.field)
+    except FieldError as exc:
+        return error(400, "invalid", str(exc), exc.field)
+    except UsageError as exc:
+        return error(400, "invalid", str(exc))
+    except AlertNotFound as exc:
+        return error(404, "not_found", str(exc))
+    except AlertError as exc:
+        return error(409, "conflict", str(exc))
+    except ReadersBusy:
+        return busy()
+
+
 def _unauthorized() -> web.Response:
-    return error(
-        401,
-        "unauthorized",
-        t(
-            "缺少或无效的令牌：请加 Authorization: Bearer 令牌（用 warning users add 创建）",
-            "missing or invalid token: send Authorization: Bearer TOKEN (create one with `warning users add`)",
-        ),
-    )
+    return unauthorized()
 
 
 def _require(request: web.Request, action: str) -> User:
@@ -297,25 +282,32 @@ def api_routes(
             return request.app[reader]
         return request.app[broadcaster]
 
+    @requires("issue")
     async def create_alert(request: web.Request) -> web.Response:
-        """Issue an alert: validated, rendered and saved before 201; recipients are queued in the background."""
+        """Issue an alert: validated, rendered and saved before 201; recipients are queued in the background.
+
+        Under the two-person rule (`[approval] level`) the alert is saved rendered as pending_approval and
+        answered 202: nothing is queued until another approver approves it."""
         user = _require(request, "issue")
         service = request.app[broadcaster]
         if request.content_type in ("application/cap+xml", "application/xml", "text/xml"):
             outcome = await service.ingest_cap(
-                await read_bytes(request), actor=user.name, role=user.role.value
+                await read_bytes(request), actor=user.name, role=user.role.value, approval=True
             )
             if outcome.action == "issued":
                 _in_background(request.app, background, service.fan_out(outcome.alert))
-            status = 201 if outcome.action in ("issued", "draft") else 200
+            status = {"issued": 201, "draft": 201, "pending_approval": 202}.get(outcome.action, 200)
             return web.json_response(
                 alert_json(outcome.alert) | {"cap_action": outcome.action}, status=status
             )
         body = await read_json_object(request)
-        alert = await service.prepare(_request_from_json(body), actor=user.name, role=user.role.value)
+        alert = await service.submit(_request_from_json(body), actor=user.name, role=user.role.value)
+        if alert.state is AlertState.PENDING_APPROVAL:
+            return web.json_response(alert_json(alert), status=202)
         _in_background(request.app, background, service.fan_out(alert))
         return web.json_response(alert_json(alert), status=201)
 
+    @requires("issue")
     async def preview_alert(request: web.Request) -> web.Response:
         """What issuing this JSON body would send (texts, recipients per audience × channel); nothing saved."""
         _require(request, "issue")
@@ -328,12 +320,14 @@ def api_routes(
         }
         return web.json_response(document, dumps=_dumps)
 
+    @requires("read")
     async def list_alerts(request: web.Request) -> web.Response:
         _require(request, "read")
         limit = int_param(request, "limit", 50, 1000)
         alerts = await request.app[broadcaster].alerts.recent(limit=limit)
         return web.json_response({"alerts": [alert_json(a) for a in alerts]})
 
+    @requires("read")
     async def get_alert(request: web.Request) -> web.Response:
         _require(request, "read")
         model, alert_id = reads(request), request.match_info["id"]
@@ -346,6 +340,7 @@ def api_routes(
         body, content_type, headers = await views.get(("status", alert_id), build)
         return web.Response(body=body, content_type=content_type, headers=headers)
 
+    @requires("issue")
     async def update_alert(request: web.Request) -> web.Response:
         """Replace an issued alert with a new version (same JSON as creating one); 200 with the new version."""
         user = _require(request, "issue")
@@ -356,6 +351,7 @@ def api_routes(
         changed(request.match_info["id"])
         return web.json_response(alert_json(alert))
 
+    @public
     async def alert_cap(request: web.Request) -> web.Response:
         """The alert as CAP 1.2 XML; without a token only issued, non-exercise alerts are visible.
 
@@ -373,6 +369,7 @@ def api_routes(
         body = await service.cap_document(alert)
         return web.Response(body=body, content_type="application/cap+xml", charset="utf-8")
 
+    @public
     async def atom(request: web.Request) -> web.Response:
         """Public Atom index of issued, non-exercise alerts, each linking its CAP document."""
         service = request.app[broadcaster]
@@ -385,23 +382,29 @@ def api_routes(
         )
         return web.Response(body=body, content_type="application/atom+xml", charset="utf-8")
 
+    @requires("approve")
     async def approve_alert(request: web.Request) -> web.Response:
-        """Issue a draft (two-person rule: an approver, not the operator who drafted it, approves)."""
+        """Issue an alert waiting for approval, or a draft (two-person rule: an approver other than whoever
+        submitted or edited it); 200 once it is issued, recipients are queued in the background."""
         user = _require(request, "approve")
         service = request.app[broadcaster]
-        alert, _ = await service.approve(request.match_info["id"], actor=user.name, role=user.role.value)
+        alert = await service.approve(request.match_info["id"], actor=user.name, role=user.role.value)
+        _in_background(request.app, background, service.fan_out(alert))
         changed(request.match_info["id"])
         return web.json_response(alert_json(alert))
 
+    @requires("approve")
     async def reject_alert(request: web.Request) -> web.Response:
-        """Refuse a draft (e.g. one a feed rule drafted); it is never issued."""
+        """Refuse an alert waiting for approval or a draft; body `{"reason": "…"}` (required); never issued."""
         user = _require(request, "approve")
+        reason = reason_field(await read_json_object(request) if request.content_length else {})
         alert = await request.app[broadcaster].reject(
-            request.match_info["id"], actor=user.name, role=user.role.value
+            request.match_info["id"], actor=user.name, role=user.role.value, reason=reason
         )
         changed(request.match_info["id"])
         return web.json_response(alert_json(alert))
 
+    @requires("read")
     async def alert_events(request: web.Request) -> web.StreamResponse:
         """Server-sent events: the alert's progress every second until it is no longer issued."""
         _require(request, "read")
@@ -436,6 +439,7 @@ def api_routes(
             await asyncio.sleep(1)
         return response
 
+    @requires("cancel")
     async def cancel_alert(request: web.Request) -> web.Response:
         """Cancel; the body (optional) is `{"silent": false, "note": "…"}`: the all-clear goes out unless silent."""
         user = _require(request, "cancel")
@@ -467,6 +471,7 @@ def api_routes(
         changed(request.match_info["id"])
         return web.json_response({**alert_json(outcome.alert), "all_clear": outcome.all_clear})
 
+    @requires("read")
     async def alert_reach(request: web.Request) -> web.Response:
         """Reach per village and audience (counters), a page of villages and a page of the unreached
         must-reach residents with who answers for them (`cursor` / `villages_cursor` continue).
@@ -510,6 +515,7 @@ def api_routes(
         body, content_type, headers = await views.get(key, build)
         return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
 
+    @requires("read")
     async def alert_tasks(request: web.Request) -> web.Response:
         """The cadres' task lists: per contact how many residents, how many confirmed, and — for
         operators and up — the signed page link (a link lets whoever holds it confirm residents, so a
@@ -546,8 +552,8 @@ def api_routes(
         web.post("/api/v1/alerts/preview", preview_alert),
         web.post("/api/v1/alerts", create_alert),
         web.get("/api/v1/alerts", list_alerts),
-        # Not "preview": that path is the POST-only preview route, and its Allow header must say so.
-        web.get("/api/v1/alerts/{id:(?!preview$)[^{}/]+}", get_alert),
+        # Not "preview" nor "estimate": those paths are POST-only routes, and their Allow header must say so.
+        web.get("/api/v1/alerts/{id:(?!(?:preview|estimate)$)[^{}/]+}", get_alert),
         web.post("/api/v1/alerts/{id}/cancel", cancel_alert),
         web.post("/api/v1/alerts/{id}/reject", reject_alert),
         web.get("/api/v1/alerts/{id}/events", alert_events),

@@ -170,6 +170,7 @@ def build_app(
                 USERS,
                 READER_USERS,
                 ReadGate(settings.server.read_rate, timeout=settings.redis.read_pool_timeout),
+                SETTINGS,
             ),
         ],
     )

@@ -32,6 +32,7 @@ from warning.links import CADRE, RESIDENT, Claims, LinkError, hash_token
 from warning.model import Alert, AlertState, Level, Resident
 from warning.reach import OUTCOMES
 from warning.render.words import CHINA_TIME, expires_text, level_name
+from warning.web.access import public
 from warning.web.bodies import read_form
 from warning.web.throttle import FORBIDDEN, THROTTLED, Throttle, client_of, retry_after
 
@@ -308,9 +309,11 @@ def cadre_routes(
             **_alert_facts(alert, lang, ev.service.settings.bureau.phone),
         )
 
+    @public
     async def cadre_get(request: web.Request) -> web.Response:
         return await cadre_page(request)
 
+    @public
     async def cadre_confirm(request: web.Request) -> web.Response:
         found = await claims(request, CADRE)
         if isinstance(found, web.Response):
@@ -381,9 +384,11 @@ def cadre_routes(
             **_alert_facts(alert, lang, ev.service.settings.bureau.phone),
         )
 
+    @public
     async def resident_get(request: web.Request) -> web.Response:
         return await resident_page(request)
 
+    @public
     async def resident_ack(request: web.Request) -> web.Response:
         found = await claims(request, RESIDENT)
         if isinstance(found, web.Response):

@@ -16,6 +16,7 @@ from warning.broadcast import Broadcaster, DeadLetter
 from warning.channels.registry import REGISTRY
 from warning.errors import FieldError
 from warning.i18n import t
+from warning.web.access import requires
 from warning.web.api import _require
 from warning.web.bodies import int_param, query_value, read_json_object
 
@@ -59,6 +60,7 @@ def _letter_json(letter: DeadLetter) -> dict[str, Any]:
 
 
 def deadletter_routes(broadcaster: web.AppKey[Broadcaster]) -> list[web.RouteDef]:
+    @requires("read")
     async def list_dead(request: web.Request) -> web.Response:
         """Dead-lettered batches per channel (at most `limit` per channel), with the total per channel."""
         _require(request, "read")
@@ -72,6 +74,7 @@ def deadletter_routes(broadcaster: web.AppKey[Broadcaster]) -> list[web.RouteDef
             letters.extend(_letter_json(letter) for letter in await service.dead_letters(channel, limit))
         return web.json_response({"dead_letters": letters, "totals": totals})
 
+    @requires("cancel")
     async def requeue(request: web.Request) -> web.Response:
         """Put a channel's dead letters (or every channel's) back in the queue; returns how many."""
         user = _require(request, "cancel")

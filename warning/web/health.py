@@ -32,6 +32,7 @@ from warning.channels.breaker import STATE_VALUE, BreakerState, breaker_states
 from warning.directory.store import Directory
 from warning.errors import BrokerError, DeliveryError
 from warning.store import Store
+from warning.web.access import public
 
 PROBE_TIMEOUT = 2.0
 CHECK_TTL = 30.0
@@ -212,10 +213,12 @@ def health_routes(
     def checks_of(app: web.Application) -> ChannelChecks:
         return app.get(checks) or fallback
 
+    @public
     async def healthz(request: web.Request) -> web.Response:
         """The process is alive and serving (no dependency is consulted)."""
         return web.json_response({"status": "ok"})
 
+    @public
     async def readyz(request: web.Request) -> web.Response:
         """200 when Redis and the MQTT broker answer now (status "degraded" if a provider's last check
         failed); 503 naming the failing dependency otherwise. Providers' checks are cached (see above)."""
@@ -246,6 +249,7 @@ def health_routes(
             {"status": status, "checks": checks, "breakers": breakers}, status=200 if ready else 503
         )
 
+    @public
     async def metrics_view(request: web.Request) -> web.Response:
         """Prometheus text exposition; directory counts are refreshed from Redis on each scrape."""
         m = request.app[metrics]

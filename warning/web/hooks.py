@@ -20,6 +20,7 @@ from warning.config import WechatSettings
 from warning.evidence import Evidence
 from warning.i18n import t
 from warning.store import Store
+from warning.web.access import public
 from warning.web.bodies import invalid_body
 from warning.web.signatures import first_time, signed_twilio_form, twilio_first_time, wechat_valid
 
@@ -53,6 +54,7 @@ def hook_routes(
         s = request.app[store]
         return params if await twilio_first_time(request, s.redis, s.keys) else None
 
+    @public
     async def twilio_status(request: web.Request) -> web.Response:
         """An SMS delivery receipt."""
         params = await twilio_form(request)
@@ -66,6 +68,7 @@ def hook_routes(
             return web.Response(status=400, text="unknown delivery")
         return web.Response(status=204)
 
+    @public
     async def twilio_sms(request: web.Request) -> web.Response:
         """An SMS to our number: a resident answering a warning (any reply shows they got it)."""
         params = await twilio_form(request)
@@ -86,12 +89,14 @@ def hook_routes(
             max_skew=wechat.max_skew,
         )
 
+    @public
     async def wechat_verify(request: web.Request) -> web.Response:
         """The Official Account backend checks the URL: echo `echostr` if the signature is ours."""
         if not wechat_signed(request):
             raise web.HTTPForbidden(text="invalid signature")
         return web.Response(text=request.query.get("echostr", ""))
 
+    @public
     async def wechat_event(request: web.Request) -> web.Response:
         """A WeChat event: TEMPLATESENDJOBFINISH says whether a template message reached the user."""
         if not wechat_signed(request):

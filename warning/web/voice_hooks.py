@@ -22,6 +22,7 @@ from warning.channels import twiml
 from warning.channels.voice import HOOKS_PATH, VoiceScript, load_script
 from warning.config import VoiceSettings
 from warning.store import Store
+from warning.web.access import public
 from warning.web.signatures import signed_twilio_form, twilio_first_time
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ def voice_routes(
             prompt=script.prompt,
         )
 
+    @public
     async def call_twiml(request: web.Request) -> web.Response:
         """What an answered call says: the stored warning, or an apology when it is gone."""
         key, _ = await verified(request)
@@ -115,6 +117,7 @@ def voice_routes(
             return _twiml(twiml.unavailable(voice.language, voice.voice))
         return _twiml(ask(key, script, repeat=voice.repeat))
 
+    @public
     async def gathered(request: web.Request) -> web.Response:
         """The key pressed: reported once; "1" is thanked, anything else is asked again once, then goodbye."""
         key, params = await verified(request)
@@ -130,6 +133,7 @@ def voice_routes(
             return _twiml(twiml.unavailable(voice.language, voice.voice))
         return _twiml(ask(key, script, repeat=1, again=True))
 
+    @public
     async def status(request: web.Request) -> web.Response:
         """Call progress (initiated, ringing, in-progress, completed, busy, no-answer, failed…): reported once."""
         key, params = await verified(request)

@@ -1,0 +1,83 @@
+"""The whole service on a loopback port with a user per role (password and token), for the console's
+auth tests; `sign_in` returns a client session holding that user's session cookie and CSRF token."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+import aiohttp
+from aiohttp import web
+
+from tests.conftest import Servers, free_port
+from warning.config import MqttSettings, Settings
+from warning.store import Store
+from warning.users import Users
+from warning.web.app import STORE, build_app
+
+ROLES = ("viewer", "operator", "approver", "admin")
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Service:
+    app: web.Application
+    base: str
+    tokens: dict[str, str]
+
+
+def settings_for(store: Store, servers: Servers, port: int, **server: object) -> Settings:
+    base = Settings()
+    return replace(
+        base,
+        server=replace(
+            base.server, host="127.0.0.1", port=port, public_url=f"http://127.0.0.1:{port}", **server
+        ),
+        redis=replace(base.redis, url=servers.redis_url, namespace=store.keys.namespace, allow_volatile=True),
+        mqtt=MqttSettings(
+            url=servers.mqtt_url or "", embedded_port=0, topic_prefix=f"t{uuid.uuid4().hex[:8]}"
+        ),
+    )
+
+
+async def start(store: Store, servers: Servers, **server: object) -> AsyncIterator[Service]:
+    port = free_port()
+    settings = settings_for(store, servers, port, **server)
+    app = build_app(settings, channels=[])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        users = Users(app[STORE].redis, app[STORE].keys)
+        tokens = {role: await users.add(f"u-{role}", role, password=PASSWORD) for role in ROLES}
+        yield Service(app, settings.server.base_url, tokens)
+    finally:
+        await runner.cleanup()
+
+
+def csrf_of(html: str) -> str:
+    """The login form's hidden CSRF field."""
+    found = re.search(r'<input type="hidden" name="csrf" value="([^"]*)"', html)
+    return found.group(1) if found else ""
+
+
+def session_csrf(html: str) -> str:
+    """The signed-in page's CSRF token (`<meta name="csrf">`)."""
+    found = re.search(r'<meta name="csrf" content="([^"]*)"', html)
+    return found.group(1) if found else ""
+
+
+async def sign_in(base: str, user: str, password: str = PASSWORD) -> tuple[aiohttp.ClientSession, str]:
+    """A browser-like client signed in as `user`; returns it and the session's CSRF token."""
+    client = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with client.get(f"{base}/login") as page:
+        token = csrf_of(await page.text())
+    form = {"username": user, "password": password, "csrf": token, "next": "/console/audit"}
+    async with client.post(f"{base}/login", data=form, allow_redirects=False) as answer:
+        assert answer.status == 303, await answer.text()
+    async with client.get(f"{base}/login") as page:
+        csrf = session_csrf(await page.text())
+    assert csrf
+    return client, csrf
