@@ -12,6 +12,8 @@ from typing import Any
 
 from warning.alerts import new_alert_id
 from warning.allclear import CLEAR_WINDOW, queue_person_all_clear
+from warning.approval import Move, Moves, check_approver, require_reason
+from warning.approval import needs_approval as rule_applies
 from warning.audiences import DEFAULT_AUDIENCES, Audience, Members, select
 from warning.cap import CapAlert, parse_cap
 from warning.cap.emit import cap_identifier, cap_time, emit_cap
@@ -19,6 +21,7 @@ from warning.cap.mapping import MappedAlert, map_cap
 from warning.config import Settings
 from warning.deliveries import CODES, Batch
 from warning.errors import AlertError, AlertNotFound, UsageError
+from warning.estimate import Estimate, estimate_reach
 from warning.fanout import (
     ALL_CLEAR,
     ALL_CLEAR_ACTION,
@@ -46,7 +49,8 @@ STOP_AUDIENCE = "speakers"
 
 @dataclass(frozen=True)
 class CapOutcome:
-    """What a CAP message did: `issued` (fan-out still to run), `updated`, `cancelled` or `draft`."""
+    """What a CAP message did: `issued` (fan-out still to run), `pending_approval`, `updated`, `cancelled`
+    or `draft`."""
 
     action: str
     alert: Alert
@@ -93,6 +97,7 @@ class Broadcaster(ReadModel):
         super().__init__(store, settings)
         self.renderer = Renderer(settings.templates, sender_name=settings.bureau.name)
         self.fanout_leases = FanoutLeases(store.redis, store.keys)
+        self._moves = Moves(store.redis, store.keys)
 
     # -- issuing ------------------------------------------------------------------------------------
 
@@ -217,14 +222,7 @@ class Broadcaster(ReadModel):
         if existing is None:
             alert = replace(alert, state=AlertState.ISSUED)
             await self.alerts.save(alert)
-            await self.alerts.audit(
-                actor=actor,
-                role=role,
-                action="issue",
-                obj=alert.id,
-                result="ok",
-                detail=f"{alert.event} {alert.level.value} {','.join(alert.areas)}",
-            )
+            await self._record(alert, "issue", actor=actor, role=role, detail=_summary(alert))
         return alert
 
     async def update(
@@ -280,12 +278,11 @@ class Broadcaster(ReadModel):
         await mark_pending(self.deliveries, alert, leases=self.fanout_leases)
         # From this write on, workers refuse the old version's queued batches (the control version moved).
         await self.alerts.save(alert)
-        await self.alerts.audit(
+        await self._record(
+            alert,
+            "update",
             actor=actor,
             role=role,
-            action="update",
-            obj=alert.id,
-            result="ok",
             detail=f"v{previous.version}→v{alert.version} {alert.level.value}",
         )
         await self._settle_pending(previous, CODES["cancelled"])
@@ -356,7 +353,9 @@ class Broadcaster(ReadModel):
 
     # -- CAP ----------------------------------------------------------------------------------------
 
-    async def ingest_cap(self, data: bytes, *, actor: str = "cli", role: str = "operator") -> CapOutcome:
+    async def ingest_cap(
+        self, data: bytes, *, actor: str = "cli", role: str = "operator", approval: bool = False
+    ) -> CapOutcome:
         """Act on a CAP 1.2 message: a new alert, an update or a cancel of one of ours.
 
         Test, Draft and System messages are kept as drafts and never reach the public; Exercise is a drill.
@@ -366,7 +365,7 @@ class Broadcaster(ReadModel):
             AlertNotFound: an Update or Cancel references no alert of ours.
             UsageError: the references are ambiguous, or the message cannot become an alert.
         """
-        return await self.act_on_cap(parse_cap(data), actor=actor, role=role)
+        return await self.act_on_cap(parse_cap(data), actor=actor, role=role, approval=approval)
 
     async def act_on_cap(
         self,
@@ -376,9 +375,12 @@ class Broadcaster(ReadModel):
         audiences: tuple[str, ...] = (),
         actor: str = "cli",
         role: str = "operator",
+        approval: bool = False,
     ) -> CapOutcome:
         """Act on a parsed CAP message (see `ingest_cap`); `draft_only` keeps a new alert as a draft for
-        an operator to approve (feed rules that may not issue on their own); `audiences` overrides ours.
+        an operator to approve (feed rules that may not issue on their own); `audiences` overrides ours;
+        `approval` (a person submitting through the API) applies the two-person rule to a new alert,
+        whose outcome is then `pending_approval` when it waits.
 
         Raises:
             CapError, AlertNotFound, UsageError: as `ingest_cap`.
@@ -399,6 +401,9 @@ class Broadcaster(ReadModel):
         if draft_only or mapped.status not in (AlertStatus.ACTUAL, AlertStatus.EXERCISE):
             draft = await self._save_draft(request, mapped.status, actor=actor, role=role)
             return CapOutcome("draft", draft)
+        if approval:
+            alert = await self.submit(request, actor=actor, role=role)
+            return CapOutcome("issued" if alert.state is AlertState.ISSUED else "pending_approval", alert)
         alert = await self.prepare(request, actor=actor, role=role)
         return CapOutcome("issued", alert)
 
@@ -428,6 +433,28 @@ class Broadcaster(ReadModel):
             rows=preview_rows(audiences, texts, counts),
             area_names=tuple(names),
             people=counts.people,
+        )
+
+    async def estimate(self, request: AlertRequest) -> Estimate:
+        """Whom issuing `request` would reach (residents, must-reach, phones, loudspeakers online) and how
+        long its channels take at the configured rates. Nothing is saved or queued; the headline and
+        instruction may still be blank (the compose page asks while they are being typed).
+
+        Raises:
+            UsageError: invalid request (event, areas, expires, audiences), including RenderError.
+        """
+        now = datetime.now(UTC)
+        audiences = await self._validate(request, now, sent=False)
+        alert = self._draft(request, audiences, now)
+        texts = await render_all(
+            alert,
+            audiences,
+            self.renderer,
+            area_names=await self._area_names(alert),
+            max_segments=self.settings.sms.max_segments,
+        )
+        return await estimate_reach(
+            alert, audiences, texts, store=self.store, directory=self.directory, settings=self.settings
         )
 
     def _request(self, mapped: MappedAlert) -> AlertRequest:
@@ -464,73 +491,185 @@ class Broadcaster(ReadModel):
             references=alert.references,
         )
 
-    async def approve(
-        self, alert_id: str, *, actor: str = "cli", role: str = "approver", progress: Progress | None = None
-    ) -> tuple[Alert, FanoutReport]:
-        """Issue a draft (e.g. one a feed rule drafted): render, mark issued, and queue every delivery.
+    # -- the two-person rule ------------------------------------------------------------------------
+
+    def needs_approval(self, request: AlertRequest) -> bool:
+        """Whether submitting `request` through the console or the API waits for a second person's approval."""
+        return rule_applies(self.settings.approval, request.level, exercise=request.exercise)
+
+    async def submit(self, request: AlertRequest, *, actor: str, role: str) -> Alert:
+        """Issue `request` (state issued and marked for fan-out: the caller starts `fan_out`), or — when the
+        two-person rule applies — render it and save it as pending_approval, queuing nothing.
+
+        Submitting an id again that is issued or waiting changes nothing.
+
+        Raises:
+            MissingField, UsageError: invalid request (as `prepare`).
+            AlertError: the id exists in another state (draft, rejected, cancelled, expired).
+        """
+        if not self.needs_approval(request):
+            return await self.prepare(request, actor=actor, role=role)
+        now = datetime.now(UTC)
+        audiences = await self._validate(request, now)
+        existing = await self.alerts.find(request.id) if request.id else None
+        if existing is not None:
+            if existing.state in (AlertState.PENDING_APPROVAL, AlertState.ISSUED):
+                return existing
+            raise _cannot(existing, "再次提交", "submitted again")
+        alert = replace(self._draft(request, audiences, now), state=AlertState.PENDING_APPROVAL)
+        await self._render(alert)
+        await self.alerts.save(alert)
+        await self._record(alert, "submit", actor=actor, role=role, detail=_summary(alert))
+        return alert
+
+    async def approve(self, alert_id: str, *, actor: str = "cli", role: str = "approver") -> Alert:
+        """Issue an alert waiting for approval, or a draft (e.g. one a feed rule drafted): render it, mark it
+        for fan-out and save it issued. The caller runs `fan_out` (the API in the background, the CLI with
+        its progress bar). Whoever submitted or edited it may not approve it, unless it is a drill and
+        `[approval] drills_self_approve`.
 
         Raises:
             AlertNotFound: unknown id.
-            AlertError: not a draft, or a CAP Test/Draft/System message (those never reach the public).
+            AlertError: not waiting for approval nor a draft; a CAP Test/Draft/System message (those never
+                reach the public); or the two-person rule refuses `actor`.
+            MissingField: it has no headline or instruction.
         """
-        draft = await self.alerts.get(alert_id)
-        if draft.state is not AlertState.DRAFT:
-            raise AlertError(
-                t(
-                    "预警 {id} 是 {s} 状态，只有草稿可以批准",
-                    "alert {id} is {s}; only drafts can be approved",
-                    id=draft.id,
-                    s=draft.state.value,
+        async with self._moves.deciding(alert_id):
+            alert = await self.alerts.get(alert_id)
+            if alert.state not in (AlertState.PENDING_APPROVAL, AlertState.DRAFT):
+                raise _cannot(
+                    alert,
+                    "批准（只有待审批的预警和草稿可以批准）",
+                    "approved (only alerts waiting or drafts can be)",
                 )
-            )
-        if draft.status not in (AlertStatus.ACTUAL, AlertStatus.EXERCISE):
-            raise AlertError(
-                t(
-                    "预警 {id} 是 CAP {st} 消息，不能向公众发布",
-                    "alert {id} is a CAP {st} message and never goes to the public",
-                    id=draft.id,
-                    st=draft.status.value,
+            if alert.status not in (AlertStatus.ACTUAL, AlertStatus.EXERCISE):
+                raise AlertError(
+                    t(
+                        "预警 {id} 是 CAP {st} 消息，不能向公众发布",
+                        "alert {id} is a CAP {st} message and never goes to the public",
+                        id=alert.id,
+                        st=alert.status.value,
+                    )
                 )
-            )
-        require_text(draft.headline, draft.instruction)
-        drafted_by = {e["actor"] for e in await self.alerts.audit_log(draft.id) if e["action"] == "draft"}
-        if actor in drafted_by and actor != "cli":
-            raise AlertError(
-                t(
-                    "两人规则：起草人 {a} 不能批准自己的草稿",
-                    "two-person rule: {a} drafted this alert and cannot approve it too",
-                    a=actor,
+            require_text(alert.headline, alert.instruction)
+            if not (alert.exercise and self.settings.approval.drills_self_approve):
+                check_approver(await self._moves.of(alert.id), actor, alert_id=alert.id)
+            await self._render(alert)
+            await mark_pending(self.deliveries, alert, leases=self.fanout_leases)
+            alert = await self.alerts.set_state(alert, AlertState.ISSUED)
+            await self._record(alert, "approve", actor=actor, role=role, detail=_summary(alert))
+        return alert
+
+    async def return_for_edit(self, alert_id: str, *, actor: str, role: str, reason: str) -> Alert:
+        """Send an alert waiting for approval back to its submitter as a draft, saying why.
+
+        Raises:
+            MissingField: no reason; FieldError: a reason over 500 characters.
+            AlertNotFound: unknown id.
+            AlertError: it is not waiting for approval.
+        """
+        reason = require_reason(reason)
+        async with self._moves.deciding(alert_id):
+            alert = await self.alerts.get(alert_id)
+            if alert.state is not AlertState.PENDING_APPROVAL:
+                raise _cannot(
+                    alert,
+                    "退回修改（只有待审批的预警可以退回）",
+                    "returned for edit (only alerts waiting can be)",
                 )
+            alert = await self.alerts.set_state(alert, AlertState.DRAFT)
+            await self._record(alert, "return", actor=actor, role=role, reason=reason)
+        return alert
+
+    async def reject(
+        self, alert_id: str, *, actor: str = "cli", role: str = "approver", reason: str
+    ) -> Alert:
+        """Refuse an alert waiting for approval or a draft, saying why: it is never issued. Rejecting again
+        changes nothing.
+
+        Raises:
+            MissingField: no reason; FieldError: a reason over 500 characters.
+            AlertNotFound: unknown id.
+            AlertError: it is neither waiting for approval nor a draft.
+        """
+        reason = require_reason(reason)
+        async with self._moves.deciding(alert_id):
+            alert = await self.alerts.get(alert_id)
+            if alert.state is AlertState.REJECTED:
+                return alert
+            if alert.state not in (AlertState.DRAFT, AlertState.PENDING_APPROVAL):
+                raise _cannot(
+                    alert,
+                    "驳回（只有待审批的预警和草稿可以驳回）",
+                    "rejected (only alerts waiting or drafts can be)",
+                )
+            alert = await self.alerts.set_state(alert, AlertState.REJECTED)
+            await self._record(alert, "reject", actor=actor, role=role, reason=reason)
+        return alert
+
+    async def revise(self, alert_id: str, request: AlertRequest, *, actor: str, role: str) -> Alert:
+        """Resubmit a draft (one returned for edit) as `request` under the same id: pending_approval again,
+        or issued (marked for fan-out: the caller starts `fan_out`) when the rule no longer applies.
+
+        Raises:
+            AlertNotFound: unknown id.
+            AlertError: the alert is not a draft.
+            MissingField, UsageError: invalid request (as `prepare`).
+        """
+        async with self._moves.deciding(alert_id):
+            previous = await self.alerts.get(alert_id)
+            if previous.state is not AlertState.DRAFT:
+                raise _cannot(previous, "修改后重新提交（只有草稿可以）", "revised (only a draft can be)")
+            now = datetime.now(UTC)
+            audiences = await self._validate(request, now)
+            alert = replace(
+                self._draft(replace(request, id=previous.id), audiences, now),
+                sender=request.sender or previous.sender,
+                event_code=request.event_code or previous.event_code,
             )
-        audiences = select(draft.audiences, self.audiences)
+            waits = self.needs_approval(request)
+            await self._render(alert)
+            if waits:
+                alert = replace(alert, state=AlertState.PENDING_APPROVAL)
+            else:
+                await mark_pending(self.deliveries, alert, leases=self.fanout_leases)
+                alert = replace(alert, state=AlertState.ISSUED)
+            await self.alerts.save(alert)
+            await self._record(alert, "revise", actor=actor, role=role, detail=_summary(alert))
+            if not waits:
+                await self._record(alert, "issue", actor=actor, role=role, detail=_summary(alert))
+        return alert
+
+    async def moves(self, alert_id: str) -> list[Move]:
+        """Who did what to the alert and when (draft, submit, return, revise, approve, reject, issue,
+        update, cancel), oldest first."""
+        return await self._moves.of(alert_id)
+
+    async def pending_approvals(self, limit: int = 1000) -> list[Alert]:
+        """The alerts waiting for approval now, longest waiting first (however old: not a scan of recent)."""
+        found = [await self.alerts.find(alert_id) for alert_id in await self._moves.waiting(limit)]
+        return [a for a in found if a is not None and a.state is AlertState.PENDING_APPROVAL]
+
+    async def _render(self, alert: Alert) -> None:
+        """Render and store every text of the alert's version (replacing what an earlier edit stored)."""
         texts = await render_all(
-            draft,
-            audiences,
+            alert,
+            select(alert.audiences, self.audiences),
             self.renderer,
-            area_names=await self._area_names(draft),
+            area_names=await self._area_names(alert),
             max_segments=self.settings.sms.max_segments,
         )
-        await self.texts.store(draft, texts)
-        await mark_pending(self.deliveries, draft, leases=self.fanout_leases)
-        alert = await self.alerts.set_state(draft, AlertState.ISSUED)
-        await self.alerts.audit(actor=actor, role=role, action="approve", obj=alert.id, result="ok")
-        return alert, await self.fan_out(alert, progress=progress)
+        await self.texts.redis.delete(self.texts.key(alert.id, alert.version))
+        await self.texts.store(alert, texts)
 
-    async def reject(self, alert_id: str, *, actor: str = "cli", role: str = "approver") -> Alert:
-        """Refuse a draft: it is never issued (the two-person rule's "no").
-
-        Raises:
-            AlertNotFound: unknown id.
-            AlertError: not a draft.
-        """
-        draft = await self.alerts.get(alert_id)
-        if draft.state is AlertState.REJECTED:
-            return draft
-        if draft.state not in (AlertState.DRAFT, AlertState.PENDING_APPROVAL):
-            raise _cannot(draft, "驳回（只有草稿可以驳回）", "rejected (only drafts can be)")
-        alert = await self.alerts.set_state(draft, AlertState.REJECTED)
-        await self.alerts.audit(actor=actor, role=role, action="reject", obj=alert.id, result="ok")
-        return alert
+    async def _record(
+        self, alert: Alert, action: str, *, actor: str, role: str, reason: str = "", detail: str = ""
+    ) -> None:
+        """One move of the alert, kept with it and appended to the audit log."""
+        waiting = alert.state is AlertState.PENDING_APPROVAL
+        await self._moves.add(alert.id, action, actor=actor, role=role, reason=reason, waiting=waiting)
+        text = detail if reason in detail else "; ".join(p for p in (detail, reason) if p)
+        await self.alerts.audit(actor=actor, role=role, action=action, obj=alert.id, result="ok", detail=text)
 
     async def _referenced(self, references: tuple[str, ...]) -> Alert:
         """The one alert of ours that the references name; refuses to guess."""
@@ -572,12 +711,11 @@ class Broadcaster(ReadModel):
             return existing
         draft = self._draft(request, audiences, now, status=status)
         await self.alerts.save(draft)
-        await self.alerts.audit(
+        await self._record(
+            draft,
+            "draft",
             actor=actor,
             role=role,
-            action="draft",
-            obj=draft.id,
-            result="ok",
             detail=f"CAP status {status.value}: kept as a draft, not sent",
         )
         return draft
@@ -615,12 +753,12 @@ class Broadcaster(ReadModel):
                 self.alerts.control_key(alert.id), "clear_until", str(time.time() + CLEAR_WINDOW)
             )
         alert = await self.alerts.set_state(alert, AlertState.CANCELLED)
-        await self.alerts.audit(
+        await self._record(
+            alert,
+            "cancel",
             actor=actor,
             role=role,
-            action="cancel",
-            obj=alert.id,
-            result="ok",
+            reason=note.strip(),
             detail="silent" if silent else f"all-clear {note}".strip(),
         )
         await self.escalation.stop(alert.id)
@@ -766,6 +904,10 @@ class Broadcaster(ReadModel):
         return requeued
 
     # -- reading ------------------------------------------------------------------------------------
+
+
+def _summary(alert: Alert) -> str:
+    return f"{alert.event} {alert.level.value} {','.join(alert.areas)}"
 
 
 def _cannot(alert: Alert, doing_zh: str, doing_en: str) -> AlertError:

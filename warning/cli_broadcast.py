@@ -1,4 +1,9 @@
-"""Commands of the broadcast engine: issue, approve, cancel, status, worker, deadletters, feeds, speaker-sim."""
+"""Commands of the broadcast engine: issue, approve, return, reject, cancel, worker, deadletters, feeds,
+speaker-sim.
+
+The CLI runs on the host, as its administrator: `warning issue` issues directly (no two-person wait),
+audited as actor "cli" with role admin; `warning approve` may approve what anyone submitted.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from warning.store import Store, open_store
 from warning.textable import render
 
 WORKERS_ALIVE = 15.0  # seconds: a worker heartbeat newer than this counts as running
+HOST_ACTOR, HOST_ROLE = "cli", "admin"  # who the audit log says acted through the CLI
 
 
 # -- issue / cancel / status -----------------------------------------------------------------------
@@ -115,7 +121,7 @@ async def _issue(settings: Settings, args: argparse.Namespace) -> int:
                 raise UsageError(
                     t("无法读取 {p}：{e}", "cannot read {p}: {e}", p=args.cap, e=exc.strerror)
                 ) from None
-            outcome = await service.ingest_cap(data)
+            outcome = await service.ingest_cap(data, actor=HOST_ACTOR, role=HOST_ROLE)
             print(outcome.alert.id)
             print(t("CAP：{a}", "CAP: {a}", a=outcome.action), file=sys.stderr)
             if outcome.action != "issued":
@@ -133,7 +139,7 @@ async def _issue(settings: Settings, args: argparse.Namespace) -> int:
             ):
                 print(t("已取消，没有发送任何消息。", "Not issued: nothing was sent."), file=sys.stderr)
                 return 1
-            alert = await service.prepare(request)
+            alert = await service.prepare(request, actor=HOST_ACTOR, role=HOST_ROLE)
             print(alert.id)
         bar = ProgressBar(t("排队（村）", "queuing (villages)"), enabled=args.wait)
         report = await service.fan_out(alert, progress=bar.update)
@@ -148,14 +154,52 @@ async def _issue(settings: Settings, args: argparse.Namespace) -> int:
 async def _approve(settings: Settings, args: argparse.Namespace) -> int:
     require_data(settings)
     async with open_store(settings.redis, settings.data.dir) as store:
-        alert, report = await Broadcaster(store, settings).approve(args.id)
-    queued = ", ".join(f"{k} {v:,}" for k, v in report.queued.items())
+        service = Broadcaster(store, settings)
+        alert = await service.approve(args.id, actor=HOST_ACTOR, role=HOST_ROLE)
+        bar = ProgressBar(t("排队（村）", "queuing (villages)"))
+        report = await service.fan_out(alert, progress=bar.update)
+        bar.close()
+    queued = ", ".join(f"{label('channel', k)} {v:,}" for k, v in report.queued.items())
     print(
         t(
             "已批准并发布 {id}；已排队：{q}",
             "approved and issued {id}; queued: {q}",
             id=alert.id,
             q=queued or "0",
+        )
+    )
+    return 0
+
+
+async def _return(settings: Settings, args: argparse.Namespace) -> int:
+    require_data(settings)
+    async with open_store(settings.redis, settings.data.dir) as store:
+        alert = await Broadcaster(store, settings).return_for_edit(
+            args.id, actor=HOST_ACTOR, role=HOST_ROLE, reason=args.reason
+        )
+    print(
+        t(
+            "已退回 {id} 供修改（草稿），理由：{r}",
+            "returned {id} for edit (now a draft); reason: {r}",
+            id=alert.id,
+            r=args.reason.strip(),
+        )
+    )
+    return 0
+
+
+async def _reject(settings: Settings, args: argparse.Namespace) -> int:
+    require_data(settings)
+    async with open_store(settings.redis, settings.data.dir) as store:
+        alert = await Broadcaster(store, settings).reject(
+            args.id, actor=HOST_ACTOR, role=HOST_ROLE, reason=args.reason
+        )
+    print(
+        t(
+            "已驳回 {id}，不会发布；理由：{r}",
+            "rejected {id}: it will not be issued; reason: {r}",
+            id=alert.id,
+            r=args.reason.strip(),
         )
     )
     return 0
@@ -338,6 +382,8 @@ async def _feeds(settings: Settings, args: argparse.Namespace) -> int:
 COMMANDS = {
     "issue": _issue,
     "approve": _approve,
+    "return": _return,
+    "reject": _reject,
     "cancel": _cancel,
     "worker": _worker,
     "deadletters": _deadletters,

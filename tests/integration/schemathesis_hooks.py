@@ -28,7 +28,12 @@ from warning.model import Alert, AlertStatus, Level
 AREA = os.environ.get("WARNING_FUZZ_AREA", "331099101203")
 ALERT_IDS = [i for i in os.environ.get("WARNING_FUZZ_ALERT_IDS", "").split(",") if i]
 _XML = ("application/cap+xml", "application/xml", "text/xml")
-_ALERT_BODIES = ("/api/v1/alerts", "/api/v1/alerts/preview", "/api/v1/alerts/{id}/update")
+_ALERT_BODIES = (
+    "/api/v1/alerts",
+    "/api/v1/alerts/preview",
+    "/api/v1/alerts/estimate",
+    "/api/v1/alerts/{id}/update",
+)
 
 
 def _pick(value: str, choices: list[str]) -> str | None:

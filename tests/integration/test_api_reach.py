@@ -69,6 +69,10 @@ async def test_reject_a_draft(api: tuple[Broadcaster, str, dict[str, str]]) -> N
         async with session.post(url, headers={"Authorization": f"Bearer {tokens['operator']}"}) as r:
             assert r.status == 403  # an operator may not reject
         async with session.post(url, headers={"Authorization": f"Bearer {tokens['approver']}"}) as r:
+            assert r.status == 400 and (await r.json())["error"]["field"] == "reason"  # a reason is due
+        async with session.post(
+            url, json={"reason": "不需要发布"}, headers={"Authorization": f"Bearer {tokens['approver']}"}
+        ) as r:
             assert r.status == 200 and (await r.json())["state"] == "rejected"
         approve = f"{base}/api/v1/alerts/{draft.id}/approve"
         async with session.post(approve, headers={"Authorization": f"Bearer {tokens['approver']}"}) as r:

@@ -140,8 +140,10 @@ async def test_feed_draft_is_approved_with_one_action(service: Broadcaster) -> N
     assert outcome.action == "draft" and outcome.alert.state is AlertState.DRAFT
     _, counts = await service.status("D-1")
     assert all(not c.counts for c in counts.values())
-    approved, report = await service.approve("D-1", actor="领导")
-    assert approved.state is AlertState.ISSUED and sum(report.queued.values()) > 0
+    approved = await service.approve("D-1", actor="领导")
+    assert approved.state is AlertState.ISSUED
+    report = await service.fan_out(approved)  # approving marks it for fan-out; the caller runs it
+    assert sum(report.queued.values()) > 0
     test_draft = await service.ingest_cap(_cap("T-2", status=AlertStatus.TEST))
     with pytest.raises(Exception, match="Test"):
         await service.approve(test_draft.alert.id)
@@ -155,5 +157,5 @@ async def test_two_person_rule(service: Broadcaster) -> None:
     await service.act_on_cap(parse(_cap("D-2")), draft_only=True, actor="值班员小王")
     with pytest.raises(AlertError, match="小王"):
         await service.approve("D-2", actor="值班员小王")
-    approved, _ = await service.approve("D-2", actor="局长")
+    approved = await service.approve("D-2", actor="局长")
     assert approved.state is AlertState.ISSUED

@@ -18,6 +18,7 @@ from warning.cap.document import Certainty, Urgency
 from warning.channels.registry import REGISTRY
 from warning.model import AlertState, AlertStatus, Level, Role
 from warning.reach import OUTCOMES, STATES
+from warning.web.access import public
 from warning.web.voice_hooks import CALL_STATUSES, VOICE_HOOKS
 
 OPENAPI_PATH = "/api/v1/openapi.json"
@@ -38,7 +39,9 @@ ERROR_CODES = (
     "too_large",
     "unsupported_media_type",
 )
-CAP_ACTIONS = ("issued", "draft", "updated", "cancelled")
+CAP_ACTIONS = ("issued", "pending_approval", "draft", "updated", "cancelled")
+# An alert's moves (approval.Move): who did what to it.
+MOVE_ACTIONS = ("draft", "submit", "return", "revise", "approve", "reject", "issue", "update", "cancel")
 # Twilio's SMS `MessageStatus` values the status hook knows (web/hooks.py); any other is 400.
 MESSAGE_STATUSES = ("queued", "accepted", "sending", "sent", "delivered", "undelivered", "failed")
 
@@ -224,6 +227,82 @@ def _schemas() -> dict[str, Schema]:
             ]
         },
         "AlertList": _obj({"alerts": {"type": "array", "items": _ref("Alert")}}, ("alerts",)),
+        "Reason": _obj(
+            {"reason": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": r"\S"}},
+            ("reason",),
+            additionalProperties=False,
+            description="Why the alert is returned or rejected (the submitter sees it).",
+        ),
+        "Moves": _obj(
+            {
+                "alert_id": _STRING,
+                "state": {"type": "string", "enum": [s.value for s in AlertState]},
+                "moves": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "action": {"type": "string", "enum": list(MOVE_ACTIONS)},
+                            "actor": _STRING,
+                            "role": _STRING,
+                            "at": _WHEN,
+                            "reason": _STRING,
+                        },
+                        ("action", "actor", "role", "at", "reason"),
+                    ),
+                },
+            },
+            ("alert_id", "state", "moves"),
+        ),
+        "Estimate": _obj(
+            {
+                "villages": _INT,
+                "residents": _INT,
+                "must_reach": _INT,
+                "phones": _INT,
+                "speakers": _obj({"total": _INT, "online": _INT}, ("total", "online")),
+                "channels": {
+                    "type": "object",
+                    "required": ["sms", "voice", "wechat", "speaker"],
+                    "additionalProperties": _obj(
+                        {"recipients": _INT, "segments": _INT, "seconds": {"type": "number", "minimum": 0}},
+                        ("recipients", "segments", "seconds"),
+                    ),
+                },
+                "expected_seconds": {"type": "number", "minimum": 0},
+            },
+            ("villages", "residents", "must_reach", "phones", "speakers", "channels", "expected_seconds"),
+        ),
+        "VillageTree": _obj(
+            {
+                "townships": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "code": _STRING,
+                            "name": _STRING,
+                            "villages": {
+                                "type": "array",
+                                "items": _obj(
+                                    {
+                                        "code": _STRING,
+                                        "name": _STRING,
+                                        "lat": {"type": ["number", "null"]},
+                                        "lon": {"type": ["number", "null"]},
+                                        "residents": _INT,
+                                        "must_reach": _INT,
+                                        "speakers": _INT,
+                                    },
+                                    ("code", "name", "lat", "lon", "residents", "must_reach", "speakers"),
+                                ),
+                            },
+                        },
+                        ("code", "name", "villages"),
+                    ),
+                },
+                "truncated": {"type": "boolean"},
+            },
+            ("townships", "truncated"),
+        ),
         "ReachCounts": reach_counts,
         "Responsible": _obj(
             {
@@ -530,7 +609,15 @@ def _twilio(
 
 
 def _paths() -> dict[str, Any]:
-    alert_json = {"201": _json(_ref("Alert"), "Issued: validated, rendered and saved; fan-out runs after.")}
+    alert_json = {
+        "201": _json(_ref("Alert"), "Issued: validated, rendered and saved; fan-out runs after."),
+        "202": _json(
+            _ref("Alert"),
+            "Waiting for approval (state `pending_approval`; CAP: `cap_action` too): the two-person rule"
+            " applies, the texts are rendered and nothing is queued until another approver approves it.",
+        ),
+    }
+    reason_body = {"required": True, "content": {"application/json": {"schema": _ref("Reason")}}}
     cap_xml = {"schema": {"type": "string", "description": "A CAP 1.2 <alert> document."}}
     delivery = _param("d", "query", _STRING, "The delivery key `{alert}:{version}:{channel}:{recipient}`.")
     delivery["required"] = True
@@ -591,7 +678,10 @@ def _paths() -> dict[str, Any]:
                 "签发预警 Issue an alert",
                 "A JSON body, or a CAP 1.2 XML document (`application/cap+xml`, `application/xml`,"
                 " `text/xml`). CAP answers 201 when it issued or drafted an alert, 200 when it updated or"
-                " cancelled one, with `cap_action` saying which. Needs the `issue` permission.",
+                " cancelled one, with `cap_action` saying which. Two-person rule: an Actual alert at or"
+                " above `[approval] level` (default orange; a drill too when `drills_self_approve` is"
+                " false) is answered 202, state `pending_approval`: rendered, not sent, until a different"
+                " approver approves it. Needs the `issue` permission.",
                 alert_json | {"200": _json(_ref("CapIngested"), "A CAP Update or Cancel was applied.")},
                 "Invalid",
                 "Unauthorized",
@@ -665,11 +755,95 @@ def _paths() -> dict[str, Any]:
                 ),
                 (
                     "approve",
-                    "批准预警 Approve a draft",
-                    "Issues a draft; the approver may not be the operator who drafted it. Needs `approve`.",
+                    "批准预警 Approve an alert",
+                    "Issues an alert waiting for approval (or a draft); recipients are queued in the"
+                    " background. Two-person rule: whoever submitted or edited it may not approve it (409),"
+                    " except a drill when `[approval] drills_self_approve`. Needs `approve`.",
                 ),
-                ("reject", "驳回预警 Reject a draft", "The draft is never issued. Needs `approve`."),
             )
+        },
+        **{
+            f"/api/v1/alerts/{{id}}/{action}": {
+                "post": _api(
+                    summary,
+                    description,
+                    {"200": _json(_ref("Alert"), "The alert as it is now.")},
+                    "Invalid",
+                    "Unauthorized",
+                    "Forbidden",
+                    "NotFound",
+                    "Conflict",
+                    "TooLarge",
+                    "UnsupportedMediaType",
+                    parameters=[_ALERT_ID],
+                    requestBody=reason_body,
+                )
+            }
+            for action, summary, description in (
+                (
+                    "reject",
+                    "驳回预警 Reject an alert",
+                    'An alert waiting for approval, or a draft, is never issued. `{"reason": "…"}` is'
+                    " required (400 naming `reason` without it). Needs `approve`.",
+                ),
+                (
+                    "return",
+                    "退回修改 Return an alert for edit",
+                    "An alert waiting for approval goes back to its submitter as a draft, with the reason;"
+                    ' they revise and resubmit it under the same id. `{"reason": "…"}` is required.'
+                    " Needs `approve`.",
+                ),
+            )
+        },
+        "/api/v1/alerts/{id}/moves": {
+            "get": _api(
+                "经办记录 An alert's moves",
+                "Who did what to the alert and when, oldest first: submit, return, revise, approve,"
+                " reject, issue, update, cancel — with the reason where one was given. Needs `read`.",
+                {"200": _json(_ref("Moves"), "The moves.")},
+                "Unauthorized",
+                "Forbidden",
+                "NotFound",
+                parameters=[_ALERT_ID],
+            ),
+        },
+        "/api/v1/alerts/estimate": {
+            "post": _api(
+                "覆盖预估 Estimate an alert's reach",
+                "The same JSON body as issuing (the headline and instruction may still be blank); answers"
+                " whom it would reach — residents and must-reach residents in the areas, distinct phones"
+                " the SMS and voice lanes would call, loudspeakers and how many are online now — and per"
+                " channel the messages, SMS segments and seconds at the configured provider rates;"
+                " `expected_seconds` is the slowest channel's time to its last first attempt. Nothing is"
+                " saved or queued. Needs `issue`.",
+                {"200": _json(_ref("Estimate"), "The estimate.")},
+                "Invalid",
+                "Unauthorized",
+                "Forbidden",
+                "TooLarge",
+                "UnsupportedMediaType",
+                requestBody={
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("AlertCreate")}},
+                },
+            ),
+        },
+        "/api/v1/directory/villages": {
+            "get": _api(
+                "村庄目录 Townships and villages",
+                "The directory as the area picker shows it: townships, each with its villages' code,"
+                " name, coordinates and counts (residents, must-reach, loudspeakers). `q` keeps the"
+                " villages whose name, township name or code contains it; at most 5000 villages"
+                " (`truncated` says when more matched). Needs `read`.",
+                {"200": _json(_ref("VillageTree"), "The townships and villages.")},
+                "Invalid",
+                "Unauthorized",
+                "Forbidden",
+                "Busy",
+                parameters=[
+                    _param("q", "query", {"type": "string", "maxLength": 64}, "A name or code to search for.")
+                ],
+            ),
         },
         "/api/v1/alerts/{id}/events": {
             "get": _api(
@@ -1100,7 +1274,15 @@ def openapi_document(public_url: str = "") -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "An API token with a role: viewer (read), operator (issue, cancel),"
                     " approver (also approve), admin.",
-                }
+                },
+                "cookieAuth": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "warning_session",
+                    "description": "The console's session (after `POST /login`), with the same roles;"
+                    " a request other than GET/HEAD must also send `X-CSRF-Token` (the page's"
+                    ' `<meta name="csrf">`), else 403.',
+                },
             },
         },
         "tags": [
@@ -1119,6 +1301,7 @@ def openapi_routes(public_url: str = "") -> list[web.RouteDef]:
     """`GET /api/v1/openapi.json`: the document, built once."""
     body = json.dumps(openapi_document(public_url), ensure_ascii=False)
 
+    @public
     async def openapi(request: web.Request) -> web.Response:
         return web.Response(text=body, content_type="application/json", charset="utf-8")
 
