@@ -9,23 +9,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from warning.alerts import AlertStore
 from warning.config import Settings
 from warning.datadir import require_data
 from warning.directory.importer import ImportReport, import_files
+from warning.directory.report import (
+    bad_file_notes,
+    errors_note,
+    report_header,
+    report_rows,
+    unassigned_note,
+)
 from warning.directory.rows import RowProblem
 from warning.directory.store import Directory, DirectoryStats
 from warning.i18n import t
-from warning.model import Kind
 from warning.progress import ProgressBar
 from warning.store import open_store
 from warning.textable import render
-
-_KIND_NAMES = {
-    Kind.VILLAGES: ("村庄", "villages"),
-    Kind.RESIDENTS: ("居民", "residents"),
-    Kind.CONTACTS: ("联系人", "contacts"),
-    Kind.SPEAKERS: ("大喇叭", "loudspeakers"),
-}
 
 
 def _print_problem(problem: RowProblem) -> None:
@@ -33,46 +33,13 @@ def _print_problem(problem: RowProblem) -> None:
 
 
 def _print_import_report(report: ImportReport) -> None:
-    rows = []
-    for table in report.tables:
-        zh, en = _KIND_NAMES[table.kind]
-        rows.append(
-            [
-                table.source,
-                t(zh, en),
-                table.rows,
-                table.created,
-                table.updated,
-                table.unchanged,
-                table.errors,
-                table.warnings,
-            ]
-        )
-    header = [
-        t("文件", "file"),
-        t("类型", "kind"),
-        t("行数", "rows"),
-        t("新增", "created"),
-        t("更新", "updated"),
-        t("未变", "unchanged"),
-        t("错误", "errors"),
-        t("警告", "warnings"),
-    ]
+    """The table and notes of warning.directory.report: the console's upload page says the same."""
+    rows = report_rows(report)
     if rows:
-        print(render(header, rows))
-    unassigned = sum(table.cadres_not_found for table in report.tables)
-    if unassigned:
-        print(
-            t(
-                "注意：{n} 名居民写的包联干部在联系人名录中找不到或不唯一，已导入但未分配干部（见上方警告行）。",
-                "Attention: {n} residents name a cadre who is not (or not uniquely) in the contacts: imported "
-                "without a cadre (see the warnings above).",
-                n=unassigned,
-            ),
-            file=sys.stderr,
-        )
-    for message in report.bad_files:
-        print(t("未导入：{m}", "not imported: {m}", m=message), file=sys.stderr)
+        print(render(report_header(), rows))
+    for note in [unassigned_note(report), *bad_file_notes(report)]:
+        if note:
+            print(note, file=sys.stderr)
 
 
 async def _directory_import(settings: Settings, paths: Sequence[Path], quiet: bool) -> int:
@@ -94,19 +61,20 @@ async def _directory_import(settings: Settings, paths: Sequence[Path], quiet: bo
             progress=progress,
             limits=settings.directory,
         )
+        await AlertStore(store.redis, store.keys, secret=settings.server.secret).audit(
+            actor="cli",
+            role="admin",
+            action="directory_import",
+            obj="directory",
+            result="ok" if not report.errors else "errors",
+            detail=f"{', '.join(p.name for p in paths)}: {sum(r.rows for r in report.tables)} rows, "
+            f"{report.errors} errors",
+        )
     for bar in bars.values():
         bar.close()
     _print_import_report(report)
     if report.errors:
-        print(
-            t(
-                "有 {n} 处错误：出错的行未导入，其余已导入。改正后重新导入即可（按编号更新，不会重复）。",
-                "{n} errors: the rows in error were not imported, the rest were. Fix them and import again "
-                "(records update by id, never duplicate).",
-                n=report.errors,
-            ),
-            file=sys.stderr,
-        )
+        print(errors_note(report), file=sys.stderr)
         return 2
     return 0
 

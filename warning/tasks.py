@@ -13,6 +13,7 @@ the omission is logged and audited once per alert. A drill keeps its links.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,9 +21,10 @@ from warning.alerts import AlertStore
 from warning.config import EscalationSettings
 from warning.deliveries import Deliveries
 from warning.directory.store import Directory
+from warning.errors import AlertError, FieldError
 from warning.i18n import current_language, t
 from warning.links import Links, link_expiry
-from warning.model import Alert, Contact, Role
+from warning.model import Alert, AlertState, Contact, Role
 from warning.notify import Note, send_notes
 from warning.phone import mask
 from warning.reach import Reach
@@ -35,6 +37,8 @@ FALLBACK_ROLES = (Role.VILLAGE_HEAD, Role.TOWNSHIP_DUTY, Role.COUNTY_DUTY)
 # Whom a cadre without a link reports to by phone, in this order.
 DUTY_ROLES = (Role.TOWNSHIP_DUTY, Role.COUNTY_DUTY)
 TASK_PURPOSE = "task"
+RESEND_PURPOSE = "resend"  # ledger `{channel}.resend{click}`: one per operator's press of "resend"
+_CLICK = re.compile(r"[0-9a-f]{8,32}")
 WITHHELD = "links_withheld"  # reach milestone: links first left out of this alert's messages
 _LOGGED_PHONES = 20  # masked phones named in the one log line of a withheld alert
 
@@ -177,14 +181,68 @@ class Tasks:
             contact = contacts.get(contact_id)
             if contact is None or count <= 0:
                 continue
-            link = await self.message_link(alert, contact.id)
-            duty = None if link else await self.duty_officer(contact)
-            notes.append(Note(contact, task_text(alert, contact, count, link, deadline, duty)))
+            notes.append(await self._note(alert, contact, count, deadline))
         if not self.links.in_messages(alert.exercise):
             await self._withheld(alert, [note.contact for note in notes])
         if notes:
             await send_notes(self.deliveries, alert, TASK_PURPOSE, self.settings.task_channel_names, notes)
         return len(notes)
+
+    async def _note(self, alert: Alert, contact: Contact, count: int, deadline: float) -> Note:
+        link = await self.message_link(alert, contact.id)
+        duty = None if link else await self.duty_officer(contact)
+        return Note(contact, task_text(alert, contact, count, link, deadline, duty))
+
+    async def resend_link(
+        self, alert: Alert, contact_id: str, *, click: str, actor: str, role: str, ip: str | None = None
+    ) -> dict[str, int]:
+        """Send one contact's task message again, on the channels it went out on (all task channels if
+        it went out on none), once per `click` (an operator's press of "resend": the same click twice
+        sends once). Audited with who asked. Returns the messages queued per ledger ({} for a repeat).
+
+        Raises:
+            AlertError: the alert is not issued.
+            FieldError: `click` is malformed, or the contact has no task list for this alert.
+        """
+        if alert.state is not AlertState.ISSUED:
+            raise AlertError(
+                t("预警不在发布状态，不能补发链接", "the alert is not issued: no link to resend")
+            )
+        if not _CLICK.fullmatch(click):
+            raise FieldError(
+                t("补发请求无效，请刷新页面再试", "invalid resend request: reload the page"), field="click"
+            )
+        count = (await self.reach.cadres(alert.id)).get(contact_id, 0)
+        contact = await self.directory.contact(contact_id) if contact_id else None
+        if contact is None or count <= 0:
+            raise FieldError(
+                t("{c} 在此预警下没有任务清单", "{c} has no task list for this alert", c=contact_id or "-"),
+                field="contact_id",
+            )
+        channels = self.settings.task_channel_names
+        recipient = f"c:{contact.id}"
+        sent_on = [
+            c
+            for c in channels
+            if await self.deliveries.state(alert.id, alert.version, f"{c}.{TASK_PURPOSE}", recipient)
+            not in (None, "no_address")
+        ]
+        note = await self._note(alert, contact, count, await self.deadline(alert))
+        queued = await send_notes(
+            self.deliveries, alert, f"{RESEND_PURPOSE}{click}", sent_on or channels, [note]
+        )
+        queued = {ledger: n for ledger, n in queued.items() if n}
+        if queued:
+            await self.alerts.audit(
+                actor=actor,
+                role=role,
+                action="resend_link",
+                obj=alert.id,
+                result="ok",
+                detail=f"{contact.id} via {','.join(sorted(queued))}",
+                ip=ip,
+            )
+        return queued
 
     async def _withheld(self, alert: Alert, contacts: list[Contact]) -> None:
         """Log and audit, once per alert, that its messages go out without links."""
