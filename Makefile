@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: run test test-faults demo lint bench clean install install-dev
+.PHONY: run test test-browser test-faults demo lint bench clean install install-dev
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "warning needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -33,6 +33,11 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
+
+# The console in a headless Chromium (Debian's `chromium`; playwright never downloads a browser), with a
+# screenshot per step in build/screenshots/. Part of `make test` too; skipped where no chromium exists.
+test-browser: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q tests/browser
 
 # The fault suite (issue 10): workers, Redis, Mosquitto and the provider failing under 10,000 deliveries
 # (up to ~20 min; `make test` runs a fast subset of it), plus the schemathesis and fuzz tests. Those are

@@ -241,7 +241,7 @@ async def test_a_saturated_readers_pool_answers_503_and_the_fan_out_still_comple
     pool = starved.app[STORE].readers.connection_pool
 
     async def hold() -> None:
-        taken = await pool.get_connection("PING")  # type: ignore[no-untyped-call]
+        taken = await pool.get_connection()  # type: ignore[no-untyped-call]
         await asyncio.sleep(1.0)
         await pool.release(taken)
 
