@@ -1,21 +1,25 @@
-"""The whole service on a loopback port with a user per role (password and token), for the console's
-auth tests; `sign_in` returns a client session holding that user's session cookie and CSRF token."""
+"""The whole service on a loopback port with users (password and token), for the console's tests:
+`settings_for` (this test's namespace, a free port), `serving` (the app running, users added), `start`
+(a user per role, no channel workers); `sign_in` returns a client session holding a user's session
+cookie and CSRF token."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
 import aiohttp
 from aiohttp import web
 
 from tests.conftest import Servers, free_port
+from warning.broadcast import Broadcaster
 from warning.config import MqttSettings, Settings
 from warning.store import Store
 from warning.users import Users
-from warning.web.app import STORE, build_app
+from warning.web.app import BROADCASTER, STORE, build_app
 
 ROLES = ("viewer", "operator", "approver", "admin")
 PASSWORD = "correct horse battery"
@@ -25,10 +29,16 @@ PASSWORD = "correct horse battery"
 class Service:
     app: web.Application
     base: str
-    tokens: dict[str, str]
+    tokens: dict[str, str]  # by user name: each user's API token
+
+    @property
+    def broadcaster(self) -> Broadcaster:
+        return self.app[BROADCASTER]
 
 
-def settings_for(store: Store, servers: Servers, port: int, **server: object) -> Settings:
+def settings_for(store: Store, servers: Servers, port: int | None = None, **server: object) -> Settings:
+    """Settings for a service on `port` (default: a free one) in `store`'s namespace, on the test's servers."""
+    port = free_port() if port is None else port
     base = Settings()
     return replace(
         base,
@@ -42,19 +52,30 @@ def settings_for(store: Store, servers: Servers, port: int, **server: object) ->
     )
 
 
-async def start(store: Store, servers: Servers, **server: object) -> AsyncIterator[Service]:
-    port = free_port()
-    settings = settings_for(store, servers, port, **server)
-    app = build_app(settings, channels=[])
+@asynccontextmanager
+async def serving(
+    settings: Settings, users: Mapping[str, str], *, channels: list[str] | None = None
+) -> AsyncIterator[Service]:
+    """The app of `settings` serving on its port with `channels`' workers (none by default) and each of
+    `users` (name → role) added with PASSWORD."""
+    app = build_app(settings, channels=channels or [])
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", settings.server.port).start()
     try:
-        users = Users(app[STORE].redis, app[STORE].keys)
-        tokens = {role: await users.add(f"u-{role}", role, password=PASSWORD) for role in ROLES}
+        accounts = Users(app[STORE].redis, app[STORE].keys)
+        tokens = {name: await accounts.add(name, role, password=PASSWORD) for name, role in users.items()}
         yield Service(app, settings.server.base_url, tokens)
     finally:
         await runner.cleanup()
+
+
+async def start(store: Store, servers: Servers, **server: object) -> AsyncIterator[Service]:
+    """A user `u-ROLE` per role (tokens by role), no channel workers."""
+    users = {f"u-{role}": role for role in ROLES}
+    async with serving(settings_for(store, servers, **server), users) as service:
+        service.tokens = {role: service.tokens[f"u-{role}"] for role in ROLES}
+        yield service
 
 
 def csrf_of(html: str) -> str:

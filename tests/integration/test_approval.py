@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -16,15 +15,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import Servers, free_port
+from tests.conftest import Servers
 from tests.integration.conftest import County
+from tests.integration.console_service import serving, settings_for
 from warning.broadcast import AlertRequest, Broadcaster
-from warning.config import ApprovalSettings, MqttSettings, Settings
+from warning.config import ApprovalSettings
 from warning.errors import AlertError, MissingField
 from warning.model import AlertState, Level
 from warning.store import Store
-from warning.users import Users
-from warning.web.app import BROADCASTER, ENGINE, STORE, build_app
+from warning.web.app import BROADCASTER, ENGINE, STORE
 
 VILLAGE = "331099101201"
 
@@ -85,33 +84,12 @@ def request_of(document: dict[str, Any]) -> AlertRequest:
 async def service(sample_store: Store, servers: Servers) -> AsyncIterator[Service]:
     """The whole service with the SMS channel on the Twilio sandbox, the default rule (orange and up),
     and one operator, two approvers and a viewer."""
-    port = free_port()
-    base = Settings()
-    settings = replace(
-        base,
-        server=replace(base.server, host="127.0.0.1", port=port, public_url=f"http://127.0.0.1:{port}"),
-        redis=replace(
-            base.redis, url=servers.redis_url, namespace=sample_store.keys.namespace, allow_volatile=True
-        ),
-        mqtt=MqttSettings(
-            url=servers.mqtt_url or "", embedded_port=0, topic_prefix=f"t{uuid.uuid4().hex[:8]}"
-        ),
-    )
+    settings = settings_for(sample_store, servers)
     assert settings.approval == ApprovalSettings(level="orange", drills_self_approve=True)
-    app = build_app(settings, channels=["sms"])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        users = Users(app[STORE].redis, app[STORE].keys)
-        tokens = {
-            name: await users.add(name, role)
-            for name, role in (("值班员", "operator"), ("领导甲", "approver"), ("领导乙", "approver"))
-        }
-        tokens["viewer"] = await users.add("观察员", "viewer")
-        yield Service(app, settings.server.base_url, tokens)
-    finally:
-        await runner.cleanup()
+    users = {"值班员": "operator", "领导甲": "approver", "领导乙": "approver", "观察员": "viewer"}
+    async with serving(settings, users, channels=["sms"]) as running:
+        running.tokens["viewer"] = running.tokens["观察员"]
+        yield Service(running.app, running.base, running.tokens)
 
 
 def phones_in(county: County, area: str) -> set[str]:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from tests.conftest import Servers
 from tests.integration.console_service import PASSWORD, Service, csrf_of, sign_in, start
@@ -123,7 +124,7 @@ async def test_logout_ends_the_session(service: Service) -> None:
     """POST /logout with the CSRF token ends the session: the cookie no longer opens pages."""
     client, csrf = await sign_in(service.base, "u-admin")
     async with client:
-        cookie = client.cookie_jar.filter_cookies(service.base)["warning_session"].value  # type: ignore[arg-type]
+        cookie = client.cookie_jar.filter_cookies(URL(service.base))["warning_session"].value
         async with client.post(f"{service.base}/logout", data={"csrf": csrf}, allow_redirects=False) as out:
             assert out.status == 303
     async with (

@@ -6,71 +6,31 @@ from __future__ import annotations
 
 import html
 import re
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from tests.conftest import Servers, free_port
-from warning.broadcast import AlertRequest, Broadcaster
-from warning.config import MqttSettings, Settings
+from tests.conftest import Servers
+from tests.integration.console_service import PASSWORD, Service, serving, settings_for
+from warning.broadcast import AlertRequest
 from warning.model import Alert, AlertState, Level
 from warning.store import Store
-from warning.users import Users
-from warning.web.app import BROADCASTER, STORE, build_app
 
 VILLAGE = "331099101201"  # 上岩村, 龙墩镇
 TOWNSHIP = "331099101"
-PASSWORD = "correct horse battery"
 STATIC = Path(__file__).resolve().parents[2] / "warning" / "web" / "static"
-
-
-@dataclass
-class Service:
-    app: web.Application
-    base: str
-
-    @property
-    def broadcaster(self) -> Broadcaster:
-        return self.app[BROADCASTER]
 
 
 @pytest.fixture
 async def service(sample_store: Store, servers: Servers) -> AsyncIterator[Service]:
     """The whole service on a loopback port over the sample county, with a password user per role."""
-    port = free_port()
-    base = Settings()
-    settings = replace(
-        base,
-        server=replace(base.server, host="127.0.0.1", port=port, public_url=f"http://127.0.0.1:{port}"),
-        redis=replace(
-            base.redis, url=servers.redis_url, namespace=sample_store.keys.namespace, allow_volatile=True
-        ),
-        mqtt=MqttSettings(
-            url=servers.mqtt_url or "", embedded_port=0, topic_prefix=f"t{uuid.uuid4().hex[:8]}"
-        ),
-    )
-    app = build_app(settings, channels=[])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        users = Users(app[STORE].redis, app[STORE].keys)
-        for name, role in (
-            ("viewer", "viewer"),
-            ("operator", "operator"),
-            ("approver", "approver"),
-            ("approver2", "approver"),
-        ):
-            await users.add(name, role, PASSWORD)
-        yield Service(app, settings.server.base_url)
-    finally:
-        await runner.cleanup()
+    users = {"viewer": "viewer", "operator": "operator", "approver": "approver", "approver2": "approver"}
+    async with serving(settings_for(sample_store, servers), users) as running:
+        yield running
 
 
 class Browser:

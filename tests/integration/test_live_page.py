@@ -11,9 +11,8 @@ import io
 import json
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,36 +21,24 @@ from urllib.parse import unquote
 import aiohttp
 import openpyxl
 import pytest
-from aiohttp import web
 
-from tests.conftest import Servers, free_port
+from tests.conftest import Servers
 from tests.integration.conftest import County
-from warning.broadcast import AlertRequest, Broadcaster
+from tests.integration.console_service import PASSWORD, Service, serving, settings_for
+from warning.broadcast import AlertRequest
 from warning.channels.liveness import status_key
 from warning.cli_directory import _directory_import
-from warning.config import MqttSettings, RedisSettings, Settings
+from warning.config import RedisSettings, Settings
 from warning.deliveries import Batch, Recipient
 from warning.links import CADRE
 from warning.live import live_view
 from warning.model import Alert, Level
 from warning.store import Store
-from warning.users import Users
-from warning.web.app import BROADCASTER, ENGINE, STORE, build_app
+from warning.web.app import ENGINE, STORE
 
 VILLAGE = "331099101201"
 OTHER = "331099101202"
 VULNERABLE = {"elderly", "lives_alone", "no_smartphone", "disabled"}
-PASSWORD = "correct horse battery staple"
-
-
-@dataclass
-class Service:
-    app: web.Application
-    base: str
-
-    @property
-    def broadcaster(self) -> Broadcaster:
-        return self.app[BROADCASTER]
 
 
 def must_reach(county: County, village: str) -> list[dict[str, str]]:
@@ -61,30 +48,11 @@ def must_reach(county: County, village: str) -> list[dict[str, str]]:
 async def _start(
     sample_store: Store, servers: Servers, channels: list[str], upload_mb: int = 200
 ) -> AsyncIterator[Service]:
-    port = free_port()
-    base = Settings()
-    settings = replace(
-        base,
-        server=replace(base.server, host="127.0.0.1", port=port, public_url=f"http://127.0.0.1:{port}"),
-        redis=replace(
-            base.redis, url=servers.redis_url, namespace=sample_store.keys.namespace, allow_volatile=True
-        ),
-        mqtt=MqttSettings(
-            url=servers.mqtt_url or "", embedded_port=0, topic_prefix=f"t{uuid.uuid4().hex[:8]}"
-        ),
-        directory=replace(base.directory, xlsx_max_unpacked_mb=upload_mb),
-    )
-    app = build_app(settings, channels=channels)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        users = Users(app[STORE].redis, app[STORE].keys)
-        for role in ("viewer", "operator", "admin"):
-            await users.add(f"u-{role}", role, password=PASSWORD)
-        yield Service(app, settings.server.base_url)
-    finally:
-        await runner.cleanup()
+    settings = settings_for(sample_store, servers)
+    settings = replace(settings, directory=replace(settings.directory, xlsx_max_unpacked_mb=upload_mb))
+    users = {f"u-{role}": role for role in ("viewer", "operator", "admin")}
+    async with serving(settings, users, channels=channels) as running:
+        yield running
 
 
 @pytest.fixture
