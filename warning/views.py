@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import time
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -22,7 +22,7 @@ from warning.escalation import escalation_json
 from warning.i18n import current_language, t
 from warning.labels import BEIJING, beijing, label
 from warning.model import Alert, Contact
-from warning.reach import Entry
+from warning.reach import Confirmation, Entry
 from warning.readmodel import ReadModel
 
 UNREACHED_LIMIT = 1000  # rows of unreached residents in one view (the counts are always complete)
@@ -481,8 +481,53 @@ async def report(service: ReadModel, alert_id: str) -> dict[str, Any]:
             for e in view["escalations"]
         ],
         "unreached": view["unreached"],
+        "confirmed": await _confirmed(service, alert.id, village_names),
         "texts": await _texts(service, alert),
     }
+
+
+async def _confirmed(
+    service: ReadModel, alert_id: str, village_names: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Every must-reach resident confirmed (by a cadre, a keypress or themselves): who, with what outcome,
+    by whom and when, in time order; read in pages of 1000 (HSCAN), never the whole hash at once."""
+    rows: list[dict[str, Any]] = []
+    key = service.reach.key(alert_id, "c")
+    async for page in _hash_pages(service, key):
+        residents = await service.directory.residents(list(page))
+        # `by` is "contact:ID" (the cadre's page) or "voice:ID" (a keypress on the cadre's call).
+        contacts = await _contacts(service, sorted({c.by.partition(":")[2] for c in page.values()}))
+        for rid, confirmation in page.items():
+            resident = residents.get(rid)
+            contact = contacts.get(confirmation.by.partition(":")[2])
+            village = resident.village if resident else ""
+            rows.append(
+                {
+                    "resident_id": rid,
+                    "name": resident.name if resident else "",
+                    "village": village,
+                    "village_name": village_names.get(village, village),
+                    "outcome": confirmation.outcome,
+                    "by": confirmation.by,
+                    "by_name": contact.name if contact else "",
+                    "by_keypad": confirmation.by.startswith("voice:"),
+                    "at": _iso(confirmation.at),
+                    "late": confirmation.late,
+                    "note": confirmation.note,
+                }
+            )
+    return sorted(rows, key=lambda r: r["at"] or "")
+
+
+async def _hash_pages(service: ReadModel, key: str) -> AsyncIterator[dict[str, Confirmation]]:
+    cursor = 0
+    while True:
+        cursor, found = await service.store.redis.hscan(key, cursor, count=1000)
+        page: dict[Any, Any] = found  # type: ignore[assignment]  # redis-py types HSCAN's page loosely
+        if page:
+            yield {str(rid): Confirmation.from_json(raw) for rid, raw in page.items()}
+        if not cursor:
+            return
 
 
 async def _texts(service: ReadModel, alert: Alert) -> list[dict[str, Any]]:
@@ -503,13 +548,14 @@ async def _texts(service: ReadModel, alert: Alert) -> list[dict[str, Any]]:
     return out
 
 
-REPORT_SECTIONS = ("villages", "cadres", "escalations", "unreached", "texts")
+REPORT_SECTIONS = ("villages", "cadres", "escalations", "unreached", "confirmed", "texts")
 _SHEETS = {
     "summary": ("概况", "summary"),
     "villages": ("各村", "villages"),
     "cadres": ("干部", "cadres"),
     "escalations": ("升级记录", "escalations"),
     "unreached": ("未确认人员", "unreached"),
+    "confirmed": ("已确认人员", "confirmed"),
     "texts": ("发送文本", "texts"),
 }
 _PURPOSES = {
@@ -565,6 +611,17 @@ _COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
         "responsible_name": ("负责人", "responsible"),
         "responsible_role_name": ("负责人角色", "responsible role"),
         "responsible_id": ("负责人编号", "responsible id"),
+    },
+    "confirmed": {
+        "at_beijing": ("确认时间（北京时间）", "confirmed at (Beijing)"),
+        "name": ("姓名", "name"),
+        "resident_id": ("居民编号", "resident id"),
+        "village_name": ("村名", "village"),
+        "outcome_name": ("结果", "outcome"),
+        "by_name": ("确认人", "confirmed by"),
+        "how": ("方式", "how"),
+        "late_name": ("超时", "late"),
+        "note": ("备注", "note"),
     },
     "texts": {
         "version": ("版本", "version"),
@@ -681,6 +738,13 @@ def _readable(section: str, row: dict[str, Any]) -> dict[str, Any]:
             "responsible_name": resp["name"],
             "responsible_role_name": label("role", resp["role"]) if resp["role"] else "",
             "responsible_id": resp["contact_id"],
+        }
+    if section == "confirmed":
+        return row | {
+            "at_beijing": beijing(row["at"], full=True),
+            "outcome_name": label("outcome", row["outcome"]),
+            "how": t("电话按键", "keypad") if row["by_keypad"] else t("上门/网页", "in person / page"),
+            "late_name": t("是", "yes") if row["late"] else t("否", "no"),
         }
     if section == "texts":
         return row | {

@@ -95,13 +95,17 @@ def xlsx_tables(path: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def check_report(tables: dict[str, list[dict[str, Any]]], people: list[dict[str, str]]) -> None:
-    """The after-action report counts the two cadre confirmations in 上岩村's row and no longer lists
-    those residents among the unreached."""
-    villages = [row for rows in tables.values() for row in rows if row.get("村代码") == SEARCHED[0]]
+    """The after-action report counts the two cadre confirmations in 上岩村's row, lists both residents by
+    name among the confirmed and no longer among the unreached."""
+    villages = [row for row in tables["各村"] if row.get("村代码") == SEARCHED[0]]
     assert villages, f"no row for {SEARCHED[0]} in {list(tables)}"
     assert int(villages[0]["干部已确认"]) >= 2, villages[0]
-    listed = {str(row.get("居民编号")) for rows in tables.values() for row in rows if "居民编号" in row}
-    assert not listed & {p["id"] for p in people}, "confirmed residents still listed as unreached"
+    unreached = {str(row.get("居民编号")) for row in tables["未确认人员"]}
+    assert not unreached & {p["id"] for p in people}, "confirmed residents still listed as unreached"
+    confirmed = {str(row.get("居民编号")): row for row in tables["已确认人员"]}
+    for person in people:
+        assert person["id"] in confirmed, f"{person['name']} is not among the confirmed"
+        assert confirmed[person["id"]]["姓名"] == person["name"] and confirmed[person["id"]]["确认人"]
 
 
 async def compose_drill(page: Any, shots: Shots) -> None:

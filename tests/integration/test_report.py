@@ -177,7 +177,17 @@ async def test_report_matches_the_script(sample_store: Store, county: County) ->
     assert ["必达人员总数", str(len(vulnerable))] in rows
     assert ["级别", "红色"] in rows and ["状态", "已发布"] in rows
     book = load_workbook(io.BytesIO(report_xlsx(data)))
-    assert book.sheetnames == ["概况", "各村", "干部", "升级记录", "未确认人员", "发送文本"]
+    assert book.sheetnames == ["概况", "各村", "干部", "升级记录", "未确认人员", "已确认人员", "发送文本"]
+    # Who was confirmed, by whom, when and how: every cadre confirmation, in time order, late ones marked.
+    confirmed = list(book["已确认人员"].iter_rows(min_row=2, values_only=True))
+    assert {row[2] for row in confirmed[: len(must(county, A))]} == {p["id"] for p in must(county, A)}
+    assert {row[2] for row in confirmed} == {p["id"] for p in must(county, A)} | {p["id"] for p in half}
+    by_id = {r["id"]: r for r in county.residents}
+    contact_names = {c["id"]: c["name"] for c in county.contacts}
+    assert all(row[1] == by_id[row[2]]["name"] for row in confirmed)
+    assert all(row[5] == contact_names[by_id[row[2]]["cadre"]] for row in confirmed)
+    assert {row[2] for row in confirmed if row[7] == "是"} == {p["id"] for p in half}
+    assert [row[0] for row in confirmed] == sorted(row[0] for row in confirmed)
     assert book["未确认人员"].max_row == open_after + 1
     json.dumps(data, ensure_ascii=False)
     view = await reach_view(service, alert.id)
@@ -210,5 +220,13 @@ async def test_report_matches_the_script(sample_store: Store, county: County) ->
         english = load_workbook(io.BytesIO(report_xlsx(data)))
     finally:
         set_language("zh-CN")
-    assert english.sheetnames == ["summary", "villages", "cadres", "escalations", "unreached", "texts"]
+    assert english.sheetnames == [
+        "summary",
+        "villages",
+        "cadres",
+        "escalations",
+        "unreached",
+        "confirmed",
+        "texts",
+    ]
     assert [c.value for c in english["unreached"][1]][:3] == ["name", "resident id", "village"]

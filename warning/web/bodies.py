@@ -53,9 +53,19 @@ async def read_bytes(request: web.Request) -> bytes:
 
     Raises:
         web.HTTPRequestEntityTooLarge: over the limit (413, our error body).
+        web.HTTPBadRequest: the client went away before the body ended (the console's live preview
+            drops a request when the operator types on; nobody reads the answer, and nothing is logged).
     """
     try:
         return await request.read()
+    except ConnectionResetError as exc:
+        raise web.HTTPBadRequest(
+            text=json.dumps(
+                error_document("invalid_body", t("请求体不完整", "the request body was cut off")),
+                ensure_ascii=False,
+            ),
+            content_type="application/json",
+        ) from exc
     except web.HTTPRequestEntityTooLarge as exc:
         raise web.HTTPRequestEntityTooLarge(
             max_size=request.client_max_size,
