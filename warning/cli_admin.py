@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import getpass
 import json
 import sys
 from datetime import UTC, datetime
@@ -81,9 +82,16 @@ async def _alerts(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _read_password() -> str:
-    """One line from stdin (the console password), checked here so a bad one is exit 2 before anything."""
-    line = sys.stdin.readline()
-    return check_password(line.rstrip("\r\n"))
+    """The console password: one line from stdin, or — at a terminal — typed twice without echo. Checked
+    here, so a bad one is exit 2 before anything is stored."""
+    if not sys.stdin.isatty():
+        return check_password(sys.stdin.readline().rstrip("\r\n"))
+    password = check_password(
+        getpass.getpass(t("控制台密码（至少 10 个字符）：", "console password (10+ characters): "))
+    )
+    if getpass.getpass(t("再输入一次：", "again: ")) != password:
+        raise UsageError(t("两次输入的密码不一致", "the two passwords differ"))
+    return password
 
 
 async def _users(settings: Settings, args: argparse.Namespace) -> int:

@@ -286,11 +286,17 @@ async def serve(settings: Settings, *, host: str, port: int, load_sample: bool =
             )
         if (problem := public_url_problem(settings.server)) is not None:
             print("  " + problem, flush=True)
-        if not await app[USERS].count():
+        print(
+            t("  值班控制台：{url}/", "  operator console: {url}/", url=f"http://{host}:{port}"), flush=True
+        )
+        if not any(account.has_password for account in await app[USERS].accounts()):
             print(
                 t(
-                    "  还没有 API 用户：warning users add 姓名 --role operator 会生成令牌。",
-                    "  No API user yet: `warning users add NAME --role operator` prints a token.",
+                    "  还没有能登录控制台的账号：warning users add 姓名 --role admin --password-stdin（再输入密码回车），"
+                    "角色另有 viewer、operator、approver；该命令同时打印 API 令牌。",
+                    "  No one can sign in to the console yet: `warning users add NAME --role admin "
+                    "--password-stdin` (then type the password and Enter); other roles: viewer, operator, "
+                    "approver. It also prints an API token.",
                 ),
                 flush=True,
             )
