@@ -4,12 +4,19 @@
                         revise, approve, reject, issue, update, cancel)
     alert:{id}:deciding STRING held (NX, expiring) while one approve/return/reject/revise runs, so two
                         approvers clicking at once never both act
-    alerts:waiting      ZSET id → when it last started waiting: the alerts pending approval now
+    alerts:waiting      ZSET id → when it last started waiting: the alerts pending approval now, and
+                        the issued alerts whose proposed update waits
+    alert:{id}:proposal STRING Proposal JSON: an update of an issued alert waiting for approval (the
+                        request's fields, who proposed it, when, its texts as rendered for the reviewer)
 
 The rule (GOV.UK Emergency Alerts style): an Actual alert at or above `[approval] level` waits as
 pending_approval until someone other than whoever submitted or edited it approves it; a drill does not
 wait when `drills_self_approve` (its submitter's word is the approval). Deciding who may approve reads
 the alert's own moves, never a scan of the whole audit log.
+
+An update of an issued alert is under the same rule, judged on the NEW level: while it waits the issued
+version keeps going out unchanged and the update is kept as the alert's one Proposal; its approver must
+be someone other than whoever proposed it (the first version's submitter may approve it).
 """
 
 from __future__ import annotations
@@ -127,6 +134,70 @@ class Moves:
         return [Move.from_json(raw) for raw in await self.redis.lrange(self.key(alert_id), 0, -1)]
 
 
+@dataclass(frozen=True)
+class Proposal:
+    """An update of an issued alert waiting for a second person: `request` holds the update's fields as
+    the API's JSON names them, `version` the issued version it replaces, `texts` what it would send."""
+
+    id: str
+    version: int
+    request: dict[str, Any]
+    actor: str
+    role: str
+    at: datetime
+    texts: dict[str, str]
+
+    def to_json(self) -> str:
+        return json.dumps(self.public() | {"texts": self.texts}, ensure_ascii=False, separators=(",", ":"))
+
+    def public(self) -> dict[str, Any]:
+        """The proposal as the API answers it (without the rendered texts)."""
+        return {
+            "id": self.id,
+            "version": self.version,
+            "request": self.request,
+            "proposed_by": self.actor,
+            "role": self.role,
+            "at": self.at.isoformat(),
+        }
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Proposal:
+        d = json.loads(raw)
+        return cls(
+            d["id"],
+            int(d["version"]),
+            dict(d["request"]),
+            d["proposed_by"],
+            d["role"],
+            datetime.fromisoformat(d["at"]),
+            dict(d.get("texts", {})),
+        )
+
+
+class Proposals:
+    """The one waiting proposed update of each issued alert."""
+
+    def __init__(self, redis: Redis, keys: Keyspace) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    def key(self, alert_id: str) -> str:
+        return self.keys.key("alert", alert_id, "proposal")
+
+    async def get(self, alert_id: str) -> Proposal | None:
+        raw = await self.redis.get(self.key(alert_id))
+        return Proposal.from_json(raw) if raw else None
+
+    async def put(self, alert_id: str, proposal: Proposal) -> None:
+        """Keep `proposal` as the alert's waiting update, replacing any earlier one."""
+        await self.redis.set(self.key(alert_id), proposal.to_json())
+
+    async def clear(self, alert_id: str) -> bool:
+        """Drop the alert's waiting update; whether there was one."""
+        return bool(await self.redis.delete(self.key(alert_id)))
+
+
 def needs_approval(settings: ApprovalSettings, level: Level, *, exercise: bool) -> bool:
     """Whether an alert submitted at `level` must wait for a second person's approval."""
     if settings.level == "off" or level.rank < Level(settings.level).rank:
@@ -147,6 +218,24 @@ def check_approver(moves: Sequence[Move], actor: str, *, alert_id: str) -> None:
             t(
                 "两人规则：预警 {id} 由您（{a}）提交或修改，须由另一位审批人批准",
                 "two-person rule: you ({a}) submitted this alert ({id}); another approver must approve it",
+                a=actor,
+                id=alert_id,
+            )
+        )
+
+
+def check_proposal_approver(proposal: Proposal, actor: str, *, alert_id: str) -> None:
+    """Refuse an approval of a proposed update by whoever proposed it (the CLI on the host excepted).
+
+    Raises:
+        AlertError: `actor` proposed this update; another approver must approve it.
+    """
+    if actor != HOST_ACTOR and proposal.actor == actor:
+        raise AlertError(
+            t(
+                "两人规则：预警 {id} 的这次更新由您（{a}）提出，须由另一位审批人批准",
+                "two-person rule: you ({a}) proposed this update of alert {id}; another approver must "
+                "approve it",
                 a=actor,
                 id=alert_id,
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -12,7 +13,15 @@ from typing import Any
 
 from warning.alerts import new_alert_id
 from warning.allclear import CLEAR_WINDOW, queue_person_all_clear
-from warning.approval import Move, Moves, check_approver, require_reason
+from warning.approval import (
+    Move,
+    Moves,
+    Proposal,
+    Proposals,
+    check_approver,
+    check_proposal_approver,
+    require_reason,
+)
 from warning.approval import needs_approval as rule_applies
 from warning.audiences import DEFAULT_AUDIENCES, Audience, Members, select
 from warning.cap import CapAlert, parse_cap
@@ -98,6 +107,7 @@ class Broadcaster(ReadModel):
         self.renderer = Renderer(settings.templates, sender_name=settings.bureau.name)
         self.fanout_leases = FanoutLeases(store.redis, store.keys)
         self._moves = Moves(store.redis, store.keys)
+        self._proposals = Proposals(store.redis, store.keys)
 
     # -- issuing ------------------------------------------------------------------------------------
 
@@ -235,20 +245,125 @@ class Broadcaster(ReadModel):
         references: tuple[str, ...] = (),
         progress: Progress | None = None,
     ) -> tuple[Alert, FanoutReport]:
-        """Replace an issued alert with a new version: what is still pending of the old one is cancelled,
-        and everyone in the (new) area gets the new message, saying what changed.
+        """Replace an issued alert with a new version (see `prepare_update`) and queue it (`fan_out`): the
+        CLI's and the CAP feeds' update, which the two-person rule does not hold (see `propose_update`).
+
+        Raises:
+            AlertNotFound, AlertError, UsageError: as `prepare_update`.
+        """
+        alert = await self.prepare_update(alert_id, request, actor=actor, role=role, references=references)
+        return alert, await self.fan_out(alert, progress=progress)
+
+    async def prepare_update(
+        self,
+        alert_id: str,
+        request: AlertRequest,
+        *,
+        actor: str = "cli",
+        role: str = "operator",
+        references: tuple[str, ...] = (),
+    ) -> Alert:
+        """Replace an issued alert with a new version, marked for fan-out (the caller starts `fan_out`):
+        what is still pending of the old one is cancelled, and everyone in the (new) area will get the new
+        message, saying what changed. An update waiting for approval is dropped (this one supersedes it).
 
         Raises:
             AlertNotFound: unknown id.
-            AlertError: the alert is not issued (cancelled, expired, draft).
+            AlertError: the alert is not issued (cancelled, expired, draft), or someone is deciding on it.
             UsageError: invalid request, including RenderError.
+        """
+        async with self._moves.deciding(alert_id):
+            alert, previous = await self._apply_update(
+                alert_id, request, actor=actor, role=role, references=references
+            )
+        await self._settle_pending(previous, CODES["cancelled"])
+        return alert
+
+    async def propose_update(self, alert_id: str, request: AlertRequest, *, actor: str, role: str) -> Alert:
+        """An operator's update through the console or the API, under the two-person rule judged on the
+        NEW level (and the alert's own kind: an Actual alert stays under the rule even if the update says
+        exercise). Below the rule it is `prepare_update` (the new version, marked for fan-out: the caller
+        starts `fan_out`). Otherwise the issued version stays as it is, still going out, and the update is
+        kept as the alert's proposal (rendered, so the approver sees its exact texts) until another
+        approver approves it; a second proposal replaces the first. Returns the alert: its new version, or
+        the unchanged one while the proposal waits (then `proposal(alert_id)` is that proposal).
+
+        Raises:
+            AlertNotFound, AlertError, MissingField, UsageError: as `prepare_update`.
         """
         previous = await self.alerts.get(alert_id)
         if previous.state is not AlertState.ISSUED:
             raise _cannot(previous, "更新", "updated")
+        if not self._update_needs_approval(previous, request):
+            return await self.prepare_update(alert_id, request, actor=actor, role=role)
+        async with self._moves.deciding(alert_id):
+            previous = await self.alerts.get(alert_id)
+            if previous.state is not AlertState.ISSUED:
+                raise _cannot(previous, "更新", "updated")
+            now = datetime.now(UTC)
+            audiences = await self._validate(request, now)
+            proposed = self._next_version(previous, request, audiences, now)
+            texts = await self._update_texts(proposed, audiences, previous)
+            replaced = await self._proposals.get(alert_id)
+            proposal = Proposal(
+                secrets.token_hex(8), previous.version, request_fields(request), actor, role, now, texts
+            )
+            await self._proposals.put(alert_id, proposal)
+            detail = f"v{previous.version}→v{previous.version + 1} {_summary(proposed)}: {proposed.headline}"
+            if replaced is not None:
+                detail += f"; replaces the update {replaced.actor} proposed at {replaced.at.isoformat()}"
+            await self._record(
+                previous, "propose_update", actor=actor, role=role, detail=detail, waiting=True
+            )
+        return previous
+
+    async def proposal(self, alert_id: str) -> Proposal | None:
+        """The update of the issued alert waiting for approval, if any."""
+        return await self._proposals.get(alert_id)
+
+    async def preview_proposal(self, alert_id: str) -> tuple[Proposal, Preview] | None:
+        """The alert's waiting update and what approving it would send (its texts, as rendered for the
+        reviewer, and recipients per audience × channel); None when no update waits.
+
+        Raises:
+            AlertNotFound: unknown id.
+            UsageError: the update can no longer go out as it is (e.g. its expiry passed meanwhile).
+        """
+        proposal = await self._proposals.get(alert_id)
+        if proposal is None:
+            return None
+        previous = await self.alerts.get(alert_id)
+        request = request_from_fields(proposal.request)
         now = datetime.now(UTC)
         audiences = await self._validate(request, now)
-        alert = replace(
+        alert = self._next_version(previous, request, audiences, now)
+        texts = proposal.texts or await self._update_texts(alert, audiences, previous)
+        counts = await count_recipients(
+            alert, audiences, self.directory, batch_size=self.settings.worker.batch_size
+        )
+        preview = Preview(
+            alert=alert,
+            villages=counts.villages,
+            rows=preview_rows(audiences, texts, counts),
+            area_names=tuple(await self._area_names(alert)),
+            people=counts.people,
+        )
+        return proposal, preview
+
+    def _update_needs_approval(self, previous: Alert, request: AlertRequest) -> bool:
+        # An update never turns an Actual alert into a self-approved drill: the kind is the alert's own.
+        return rule_applies(self.settings.approval, request.level, exercise=previous.exercise)
+
+    def _next_version(
+        self,
+        previous: Alert,
+        request: AlertRequest,
+        audiences: list[Audience],
+        now: datetime,
+        references: tuple[str, ...] = (),
+    ) -> Alert:
+        """The version that `request` makes of the issued `previous` (saved by nobody yet)."""
+        return replace(
             previous,
             version=previous.version + 1,
             msg_type="Update",
@@ -266,7 +381,9 @@ class Broadcaster(ReadModel):
             references=references
             or (f"{previous.sender},{cap_identifier(previous)},{cap_time(previous.sent)}",),
         )
-        texts = await render_all(
+
+    async def _update_texts(self, alert: Alert, audiences: list[Audience], previous: Alert) -> dict[str, str]:
+        return await render_all(
             alert,
             audiences,
             self.renderer,
@@ -274,19 +391,45 @@ class Broadcaster(ReadModel):
             max_segments=self.settings.sms.max_segments,
             previous=previous,
         )
-        await self.texts.store(alert, texts)
+
+    async def _apply_update(
+        self,
+        alert_id: str,
+        request: AlertRequest,
+        *,
+        actor: str,
+        role: str,
+        references: tuple[str, ...] = (),
+        approved_by: tuple[str, str] | None = None,
+        proposed: Proposal | None = None,
+    ) -> tuple[Alert, Alert]:
+        """Save the new version (the caller holds the alert's decision and settles the old version's
+        pending deliveries); `approved_by` (actor, role): the approver of the proposal `proposed`, recorded
+        before the update. Returns the new version and the one it replaced."""
+        previous = await self.alerts.get(alert_id)
+        if previous.state is not AlertState.ISSUED:
+            raise _cannot(previous, "更新", "updated")
+        now = datetime.now(UTC)
+        audiences = await self._validate(request, now)
+        alert = self._next_version(previous, request, audiences, now, references)
+        await self.texts.store(alert, await self._update_texts(alert, audiences, previous))
         await mark_pending(self.deliveries, alert, leases=self.fanout_leases)
         # From this write on, workers refuse the old version's queued batches (the control version moved).
         await self.alerts.save(alert)
-        await self._record(
-            alert,
-            "update",
-            actor=actor,
-            role=role,
-            detail=f"v{previous.version}→v{alert.version} {alert.level.value}",
-        )
-        await self._settle_pending(previous, CODES["cancelled"])
-        return alert, await self.fan_out(alert, progress=progress)
+        superseded = await self._proposals.clear(alert.id)
+        detail = f"v{previous.version}→v{alert.version} {alert.level.value}"
+        if approved_by is not None and proposed is not None:
+            await self._record(
+                alert,
+                "approve",
+                actor=approved_by[0],
+                role=approved_by[1],
+                detail=f"update {detail} proposed by {proposed.actor}",
+            )
+        elif superseded:
+            detail += "; the update that was waiting for approval is dropped"
+        await self._record(alert, "update", actor=actor, role=role, detail=detail)
+        return alert, previous
 
     def _draft(
         self,
@@ -391,6 +534,12 @@ class Broadcaster(ReadModel):
             if mapped.msg_type == "Cancel":
                 cancelled = await self.cancel(target.id, actor=actor, role=role)
                 return CapOutcome("cancelled", cancelled.alert)
+            if approval:  # a person posting CAP is under the two-person rule like any update
+                alert = await self.propose_update(target.id, self._request(mapped), actor=actor, role=role)
+                if alert.version == target.version:
+                    return CapOutcome("pending_approval", alert)
+                await self.fan_out(alert)
+                return CapOutcome("updated", alert)
             alert, _ = await self.update(
                 target.id, self._request(mapped), actor=actor, role=role, references=mapped.references
             )
@@ -522,46 +671,107 @@ class Broadcaster(ReadModel):
         await self._record(alert, "submit", actor=actor, role=role, detail=_summary(alert))
         return alert
 
-    async def approve(self, alert_id: str, *, actor: str = "cli", role: str = "approver") -> Alert:
+    async def approve(
+        self, alert_id: str, *, actor: str = "cli", role: str = "approver", proposal: str = ""
+    ) -> Alert:
         """Issue an alert waiting for approval, or a draft (e.g. one a feed rule drafted): render it, mark it
-        for fan-out and save it issued. The caller runs `fan_out` (the API in the background, the CLI with
-        its progress bar). Whoever submitted or edited it may not approve it, unless it is a drill and
-        `[approval] drills_self_approve`.
+        for fan-out and save it issued; or, for an issued alert whose update waits, issue that update as
+        the new version (its content stays the proposer's; the approver is recorded approving it). The
+        caller runs `fan_out` (the API in the background, the CLI with its progress bar). Whoever submitted
+        or edited it (for an update: whoever proposed it) may not approve it, unless it is a drill and
+        `[approval] drills_self_approve`. `proposal`: the id of the proposed update the approver reviewed
+        (refused if another replaced it meanwhile); "" approves whichever waits.
 
         Raises:
             AlertNotFound: unknown id.
             AlertError: not waiting for approval nor a draft; a CAP Test/Draft/System message (those never
-                reach the public); or the two-person rule refuses `actor`.
+                reach the public); the two-person rule refuses `actor`; the update reviewed was replaced.
             MissingField: it has no headline or instruction.
         """
         async with self._moves.deciding(alert_id):
             alert = await self.alerts.get(alert_id)
-            if alert.state not in (AlertState.PENDING_APPROVAL, AlertState.DRAFT):
-                raise _cannot(
-                    alert,
-                    "批准（只有待审批的预警和草稿可以批准）",
-                    "approved (only alerts waiting or drafts can be)",
+            waiting = await self._proposals.get(alert_id) if alert.state is AlertState.ISSUED else None
+            if waiting is None:
+                return await self._approve_alert(alert, actor=actor, role=role)
+            updated, previous = await self._approve_update(
+                alert, waiting, actor=actor, role=role, expected=proposal
+            )
+        await self._settle_pending(previous, CODES["cancelled"])
+        return updated
+
+    async def _approve_alert(self, alert: Alert, *, actor: str, role: str) -> Alert:
+        if alert.state not in (AlertState.PENDING_APPROVAL, AlertState.DRAFT):
+            raise _cannot(
+                alert,
+                "批准（只有待审批的预警和草稿可以批准）",
+                "approved (only alerts waiting or drafts can be)",
+            )
+        if alert.status not in (AlertStatus.ACTUAL, AlertStatus.EXERCISE):
+            raise AlertError(
+                t(
+                    "预警 {id} 是 CAP {st} 消息，不能向公众发布",
+                    "alert {id} is a CAP {st} message and never goes to the public",
+                    id=alert.id,
+                    st=alert.status.value,
                 )
-            if alert.status not in (AlertStatus.ACTUAL, AlertStatus.EXERCISE):
-                raise AlertError(
-                    t(
-                        "预警 {id} 是 CAP {st} 消息，不能向公众发布",
-                        "alert {id} is a CAP {st} message and never goes to the public",
-                        id=alert.id,
-                        st=alert.status.value,
-                    )
+            )
+        require_text(alert.headline, alert.instruction)
+        if not (alert.exercise and self.settings.approval.drills_self_approve):
+            check_approver(await self._moves.of(alert.id), actor, alert_id=alert.id)
+        await self._render(alert)
+        await mark_pending(self.deliveries, alert, leases=self.fanout_leases)
+        alert = await self.alerts.set_state(alert, AlertState.ISSUED)
+        await self._record(alert, "approve", actor=actor, role=role, detail=_summary(alert))
+        return alert
+
+    async def _approve_update(
+        self, alert: Alert, proposal: Proposal, *, actor: str, role: str, expected: str
+    ) -> tuple[Alert, Alert]:
+        if expected and expected != proposal.id:
+            raise AlertError(
+                t(
+                    "预警 {id} 待审批的更新已被另一份更新取代，请刷新页面重新审阅",
+                    "the update of alert {id} waiting for approval was replaced by another: reload and "
+                    "review it again",
+                    id=alert.id,
                 )
-            require_text(alert.headline, alert.instruction)
-            if not (alert.exercise and self.settings.approval.drills_self_approve):
-                check_approver(await self._moves.of(alert.id), actor, alert_id=alert.id)
-            await self._render(alert)
-            await mark_pending(self.deliveries, alert, leases=self.fanout_leases)
-            alert = await self.alerts.set_state(alert, AlertState.ISSUED)
-            await self._record(alert, "approve", actor=actor, role=role, detail=_summary(alert))
+            )
+        if not (alert.exercise and self.settings.approval.drills_self_approve):
+            check_proposal_approver(proposal, actor, alert_id=alert.id)
+        return await self._apply_update(
+            alert.id,
+            request_from_fields(proposal.request),
+            actor=proposal.actor,
+            role=proposal.role,
+            approved_by=(actor, role),
+            proposed=proposal,
+        )
+
+    async def _decline_update(
+        self, alert: Alert, action: str, *, actor: str, role: str, reason: str
+    ) -> Alert | None:
+        """Return or reject the alert's waiting update (the issued version stays); None if none waits."""
+        if alert.state is not AlertState.ISSUED:
+            return None
+        proposal = await self._proposals.get(alert.id)
+        if proposal is None:
+            return None
+        await self._proposals.clear(alert.id)
+        headline = request_from_fields(proposal.request).headline
+        await self._record(
+            alert,
+            action,
+            actor=actor,
+            role=role,
+            reason=reason,
+            detail=f"update proposed by {proposal.actor}: {headline}",
+            waiting=False,
+        )
         return alert
 
     async def return_for_edit(self, alert_id: str, *, actor: str, role: str, reason: str) -> Alert:
-        """Send an alert waiting for approval back to its submitter as a draft, saying why.
+        """Send an alert waiting for approval back to its submitter as a draft, saying why; or send an
+        issued alert's waiting update back to its proposer (the issued version stays, still going out).
 
         Raises:
             MissingField: no reason; FieldError: a reason over 500 characters.
@@ -571,6 +781,9 @@ class Broadcaster(ReadModel):
         reason = require_reason(reason)
         async with self._moves.deciding(alert_id):
             alert = await self.alerts.get(alert_id)
+            declined = await self._decline_update(alert, "return", actor=actor, role=role, reason=reason)
+            if declined is not None:
+                return declined
             if alert.state is not AlertState.PENDING_APPROVAL:
                 raise _cannot(
                     alert,
@@ -585,7 +798,8 @@ class Broadcaster(ReadModel):
         self, alert_id: str, *, actor: str = "cli", role: str = "approver", reason: str
     ) -> Alert:
         """Refuse an alert waiting for approval or a draft, saying why: it is never issued. Rejecting again
-        changes nothing.
+        changes nothing. For an issued alert whose update waits, refuse that update (the issued version
+        stays, still going out).
 
         Raises:
             MissingField: no reason; FieldError: a reason over 500 characters.
@@ -595,6 +809,9 @@ class Broadcaster(ReadModel):
         reason = require_reason(reason)
         async with self._moves.deciding(alert_id):
             alert = await self.alerts.get(alert_id)
+            declined = await self._decline_update(alert, "reject", actor=actor, role=role, reason=reason)
+            if declined is not None:
+                return declined
             if alert.state is AlertState.REJECTED:
                 return alert
             if alert.state not in (AlertState.DRAFT, AlertState.PENDING_APPROVAL):
@@ -646,9 +863,15 @@ class Broadcaster(ReadModel):
         return await self._moves.of(alert_id)
 
     async def pending_approvals(self, limit: int = 1000) -> list[Alert]:
-        """The alerts waiting for approval now, longest waiting first (however old: not a scan of recent)."""
+        """The alerts waiting for approval now, and the issued ones whose update waits, longest waiting
+        first (however old: not a scan of recent)."""
         found = [await self.alerts.find(alert_id) for alert_id in await self._moves.waiting(limit)]
-        return [a for a in found if a is not None and a.state is AlertState.PENDING_APPROVAL]
+        return [a for a in found if a is not None and await self._waits(a)]
+
+    async def _waits(self, alert: Alert) -> bool:
+        if alert.state is AlertState.PENDING_APPROVAL:
+            return True
+        return alert.state is AlertState.ISSUED and await self._proposals.get(alert.id) is not None
 
     async def _render(self, alert: Alert) -> None:
         """Render and store every text of the alert's version (replacing what an earlier edit stored)."""
@@ -663,10 +886,20 @@ class Broadcaster(ReadModel):
         await self.texts.store(alert, texts)
 
     async def _record(
-        self, alert: Alert, action: str, *, actor: str, role: str, reason: str = "", detail: str = ""
+        self,
+        alert: Alert,
+        action: str,
+        *,
+        actor: str,
+        role: str,
+        reason: str = "",
+        detail: str = "",
+        waiting: bool | None = None,
     ) -> None:
-        """One move of the alert, kept with it and appended to the audit log."""
-        waiting = alert.state is AlertState.PENDING_APPROVAL
+        """One move of the alert, kept with it and appended to the audit log; `waiting`: whether it waits
+        for approval after the move (default: whether it is pending_approval)."""
+        if waiting is None:
+            waiting = alert.state is AlertState.PENDING_APPROVAL
         await self._moves.add(alert.id, action, actor=actor, role=role, reason=reason, waiting=waiting)
         text = detail if reason in detail else "; ".join(p for p in (detail, reason) if p)
         await self.alerts.audit(actor=actor, role=role, action=action, obj=alert.id, result="ok", detail=text)
@@ -753,13 +986,15 @@ class Broadcaster(ReadModel):
                 self.alerts.control_key(alert.id), "clear_until", str(time.time() + CLEAR_WINDOW)
             )
         alert = await self.alerts.set_state(alert, AlertState.CANCELLED)
+        dropped = await self._proposals.clear(alert.id)
         await self._record(
             alert,
             "cancel",
             actor=actor,
             role=role,
             reason=note.strip(),
-            detail="silent" if silent else f"all-clear {note}".strip(),
+            detail=("silent" if silent else f"all-clear {note}".strip())
+            + ("; the update waiting for approval is dropped" if dropped else ""),
         )
         await self.escalation.stop(alert.id)
         await self._settle_pending(alert, CODES["cancelled"])
@@ -836,6 +1071,7 @@ class Broadcaster(ReadModel):
         for alert in await self.alerts.recent(limit=1000):
             if alert.state is AlertState.ISSUED and alert.expired_at(now):
                 alert = await self.alerts.set_state(alert, AlertState.EXPIRED)
+                await self._proposals.clear(alert.id)
                 await self.alerts.audit(
                     actor="system", role="scheduler", action="expire", obj=alert.id, result="ok"
                 )
@@ -904,6 +1140,39 @@ class Broadcaster(ReadModel):
         return requeued
 
     # -- reading ------------------------------------------------------------------------------------
+
+
+def request_fields(request: AlertRequest) -> dict[str, Any]:
+    """An update's request as JSON fields (the API's names), as a proposal keeps it."""
+    return {
+        "event": request.event,
+        "level": request.level.value,
+        "areas": list(request.areas),
+        "headline": request.headline,
+        "description": request.description,
+        "instruction": request.instruction,
+        "expires": request.expires.isoformat() if request.expires else None,
+        "exercise": request.exercise,
+        "audiences": list(request.audiences),
+        "event_code": request.event_code,
+    }
+
+
+def request_from_fields(fields: dict[str, Any]) -> AlertRequest:
+    """The request a proposal keeps (see `request_fields`)."""
+    expires = fields.get("expires")
+    return AlertRequest(
+        event=str(fields["event"]),
+        level=Level(fields["level"]),
+        areas=tuple(fields["areas"]),
+        headline=str(fields.get("headline", "")),
+        description=str(fields.get("description", "")),
+        instruction=str(fields.get("instruction", "")),
+        expires=datetime.fromisoformat(expires) if expires else None,
+        exercise=bool(fields.get("exercise", False)),
+        audiences=tuple(fields.get("audiences", DEFAULT_AUDIENCES)),
+        event_code=str(fields.get("event_code", "")),
+    )
 
 
 def _summary(alert: Alert) -> str:

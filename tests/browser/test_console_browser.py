@@ -235,8 +235,12 @@ async def test_duty_officer_issues_watches_and_cancels_a_drill(
     assert href, "#report-csv has no link"
     answer = await context.request.get(href)
     assert answer.status == 200, answer.status
-    text = (await answer.body()).decode("utf-8-sig")
-    assert SEARCHED[1] in text and all(p["id"] not in text for p in people), text[:500]
+    text = (await answer.body()).decode("utf-8-sig").replace("\r\n", "\n")
+    # The CSV has the same tables, one after another, each under its "# name" line.
+    sections = dict(part.split("\n", 1) for part in text.split("# ")[1:])
+    assert SEARCHED[1] in sections["各村"], text[:500]
+    assert all(p["id"] not in sections["未确认人员"] for p in people), sections["未确认人员"][:500]
+    assert all(p["id"] in sections["已确认人员"] for p in people), sections["已确认人员"][:500]
 
     await page.fill("#cancel-note", "演练结束，解除预警")
     async with page.expect_navigation():

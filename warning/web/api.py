@@ -342,13 +342,21 @@ def api_routes(
 
     @requires("issue")
     async def update_alert(request: web.Request) -> web.Response:
-        """Replace an issued alert with a new version (same JSON as creating one); 200 with the new version."""
+        """Replace an issued alert with a new version (same JSON as creating one): 200 with the new version,
+        its recipients queued in the background. Under the two-person rule (judged on the update's level)
+        202: the issued version stays as it is, still going out, and the update waits for another
+        approver as the alert's `proposal` (approve, return and reject act on it)."""
         user = _require(request, "issue")
+        service, alert_id = request.app[broadcaster], request.match_info["id"]
         body = await read_json_object(request)
-        alert, _ = await request.app[broadcaster].update(
-            request.match_info["id"], _request_from_json(body), actor=user.name, role=user.role.value
+        alert = await service.propose_update(
+            alert_id, _request_from_json(body), actor=user.name, role=user.role.value
         )
-        changed(request.match_info["id"])
+        changed(alert_id)
+        proposal = await service.proposal(alert.id)
+        if proposal is not None and proposal.version == alert.version:
+            return web.json_response(alert_json(alert) | {"proposal": proposal.public()}, status=202)
+        _in_background(request.app, background, service.fan_out(alert))
         return web.json_response(alert_json(alert))
 
     @public

@@ -26,8 +26,9 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from warning.approval import Proposal
 from warning.audiences import DEFAULT_AUDIENCES
-from warning.broadcast import AlertRequest, Broadcaster
+from warning.broadcast import AlertRequest, Broadcaster, request_from_fields
 from warning.errors import AlertError, AlertNotFound, FieldError, UsageError
 from warning.i18n import t
 from warning.labels import BEIJING, beijing, label, labels
@@ -70,15 +71,23 @@ class AlertRow:
     areas: str
     delivered: int
     failed: int
+    update_waiting: bool = False  # issued, with an update waiting for approval
 
 
-async def _row(model: ReadModel, alert: Alert) -> AlertRow:
+async def _row(model: ReadModel, alert: Alert, *, update_waiting: bool = False) -> AlertRow:
     names = await model.area_names(alert.areas)
     _, counts = await model.status(alert.id)
     channels = model.channels(alert)
     delivered = sum(c.get("delivered") for k, c in counts.items() if k in channels)
     failed = sum(c.get("failed") + c.get("dead") for k, c in counts.items() if k in channels)
-    return AlertRow(alert, "、".join(names.values()) or "、".join(alert.areas), delivered, failed)
+    areas = "、".join(names.values()) or "、".join(alert.areas)
+    return AlertRow(alert, areas, delivered, failed, update_waiting)
+
+
+async def _updates_waiting(request: web.Request) -> list[Alert]:
+    """Issued alerts whose update waits for approval, longest waiting first."""
+    waiting = await request.app[BROADCASTER].pending_approvals()
+    return [a for a in waiting if a.state is AlertState.ISSUED]
 
 
 @requires("read")
@@ -88,13 +97,16 @@ async def dashboard(request: web.Request) -> web.Response:
     model = request.app[READ_MODEL]
     recent = await model.alerts.recent(limit=PENDING_SCAN)
     pending = [a for a in recent if a.state is AlertState.PENDING_APPROVAL]
-    rows = [await _row(model, a) for a in recent[:RECENT]]
+    updates = await _updates_waiting(request)
+    proposed = {a.id for a in updates}
+    rows = [await _row(model, a, update_waiting=a.id in proposed) for a in recent[:RECENT]]
     return render_page(
         request,
         "console/index.html",
         title=t("预警总览", "Alerts"),
         rows=rows,
-        pending=[await _row(model, a) for a in pending],
+        pending=[await _row(model, a) for a in pending]
+        + [await _row(model, a, update_waiting=True) for a in updates],
         may_issue=user.may("issue"),
         may_approve=user.may("approve"),
         label=label,
@@ -181,6 +193,14 @@ def _approval_matrix(service: Broadcaster, areas: Sequence[str]) -> dict[str, di
     return matrix
 
 
+def _update_matrix(service: Broadcaster, updated: Alert) -> dict[str, dict[str, bool]]:
+    """As `_approval_matrix` for an update of `updated`: judged on the new level and the alert's own kind
+    (ticking "exercise" does not take an Actual alert out of the rule)."""
+    matrix = _approval_matrix(service, updated.areas)
+    kind = "exercise" if updated.exercise else "actual"
+    return {level: dict.fromkeys(row, row[kind]) for level, row in matrix.items()}
+
+
 async def _compose_page(
     request: web.Request,
     draft: Draft,
@@ -194,8 +214,12 @@ async def _compose_page(
     points, width, height = _map_points(villages)
     audiences = list(service.audiences)
     title = t("起草预警", "Compose an alert")
+    matrix = _approval_matrix(service, [v.code for v in villages[:1]])
     if draft.updates:
         title = t("升级/更新预警 {id}", "Update alert {id}", id=draft.updates)
+        updated = await service.alerts.find(draft.updates)
+        if updated is not None:
+            matrix = _update_matrix(service, updated)
     elif draft.revise:
         title = t("修改退回的预警 {id}", "Revise returned alert {id}", id=draft.revise)
     return render_page(
@@ -213,7 +237,7 @@ async def _compose_page(
         map_height=height,
         audiences=[(name, label("audience", name)) for name in audiences],
         expires_hours=EXPIRES_HOURS,
-        approval=json.dumps(_approval_matrix(service, [v.code for v in villages[:1]])),
+        approval=json.dumps(matrix),
         max_segments=service.settings.sms.max_segments,
         labels_audience=dict(labels("audience")),
         labels_channel=dict(labels("channel")),
@@ -347,20 +371,24 @@ def _alert_request(draft: Draft) -> AlertRequest:
     return _request_from_json(body)
 
 
-async def _submit(request: web.Request, draft: Draft, user: User) -> Alert:
+async def _submit(request: web.Request, draft: Draft, user: User) -> tuple[Alert, bool]:
+    """Issue, update or submit the draft; whether it now waits for approval. What goes out at once is
+    queued in the background, after the answer."""
     service = request.app[BROADCASTER]
     alert_request = _alert_request(draft)
     actor, role = user.name, user.role.value
     if draft.updates:
-        alert, _ = await service.update(draft.updates, alert_request, actor=actor, role=role)
-        return alert
-    if draft.revise:
+        alert = await service.propose_update(draft.updates, alert_request, actor=actor, role=role)
+        proposal = await service.proposal(alert.id)
+        if proposal is not None and proposal.version == alert.version:
+            return alert, True
+    elif draft.revise:
         alert = await service.revise(draft.revise, alert_request, actor=actor, role=role)
     else:
         alert = await service.submit(alert_request, actor=actor, role=role)
     if alert.state is AlertState.ISSUED:
         _in_background(request.app, BACKGROUND, service.fan_out(alert))
-    return alert
+    return alert, alert.state is AlertState.PENDING_APPROVAL
 
 
 @requires("issue")
@@ -370,7 +398,7 @@ async def compose_submit(request: web.Request) -> web.Response:
     user = _user(request)
     draft = _draft_from_form(await request.post())
     try:
-        alert = await _submit(request, draft, user)
+        alert, waiting = await _submit(request, draft, user)
     except FieldError as exc:
         return await _compose_page(request, draft, errors={exc.field: str(exc)}, status=400)
     except AlertNotFound as exc:
@@ -379,7 +407,7 @@ async def compose_submit(request: web.Request) -> web.Response:
         return await _compose_page(request, draft, errors={"form": str(exc)}, status=409)
     except UsageError as exc:
         return await _compose_page(request, draft, errors={"form": str(exc)}, status=400)
-    if alert.state is AlertState.PENDING_APPROVAL:
+    if waiting:
         raise web.HTTPSeeOther(f"/console/approvals/{quote(alert.id)}")
     raise web.HTTPSeeOther(f"/console/alerts/{quote(alert.id)}")
 
@@ -395,11 +423,13 @@ async def approvals_list(request: web.Request) -> web.Response:
     recent = await model.alerts.recent(limit=PENDING_SCAN)
     waiting = sorted((a for a in recent if a.state is AlertState.PENDING_APPROVAL), key=lambda a: a.sent)
     returned = [a for a in recent if a.state is AlertState.DRAFT]
+    updates = await _updates_waiting(request)
     return render_page(
         request,
         "console/approvals.html",
         title=t("待审批", "Approvals"),
-        waiting=[await _row(model, a) for a in waiting],
+        waiting=[await _row(model, a) for a in waiting]
+        + [await _row(model, a, update_waiting=True) for a in updates],
         returned=[await _row(model, a) for a in returned],
         may_approve=user.may("approve"),
         label=label,
@@ -435,15 +465,28 @@ async def _approval_page(
     alert = await service.alerts.find(alert_id)
     if alert is None:
         raise web.HTTPNotFound(text=t("没有这条预警", "no such alert"))
+    proposal = await service.proposal(alert.id) if alert.state is AlertState.ISSUED else None
     preview: Preview | None = None
     problem = ""
     try:
-        preview = await service.preview(_request_of(alert))
+        if proposal is not None:
+            found = await service.preview_proposal(alert.id)
+            preview = found[1] if found is not None else None
+        else:
+            preview = await service.preview(_request_of(alert))
     except UsageError as exc:  # e.g. expired meanwhile: the approver must see why it cannot go out
         problem = str(exc)
     moves = await service.moves(alert.id)
     submitted = next((m for m in reversed(moves) if m.action in ("submit", "revise")), None)
     names = await service.area_names(alert.areas)
+    changes = await _changes(service, alert, proposal) if proposal is not None else []
+    estimate_body = dict(proposal.request) if proposal is not None else _estimate_body(alert)
+    waits = alert.state is AlertState.PENDING_APPROVAL or proposal is not None
+    mine = (
+        proposal.actor == user.name
+        if proposal is not None
+        else (submitted is not None and submitted.actor == user.name)
+    )
     return render_page(
         request,
         "console/approval.html",
@@ -455,10 +498,12 @@ async def _approval_page(
         problem=problem,
         moves=moves,
         submitted=submitted,
-        mine=submitted is not None and submitted.actor == user.name,
-        may_approve=user.may("approve") and alert.state is AlertState.PENDING_APPROVAL,
+        proposal=proposal,
+        changes=changes,
+        mine=mine,
+        may_approve=user.may("approve") and waits,
         may_revise=user.may("issue") and alert.state is AlertState.DRAFT,
-        alert_json=json.dumps(_estimate_body(alert), ensure_ascii=False),
+        alert_json=json.dumps(estimate_body, ensure_ascii=False),
         reason=reason,
         errors=dict(errors or {}),
         label=label,
@@ -467,6 +512,43 @@ async def _approval_page(
         role_names=_role_names(),
         max_segments=service.settings.sms.max_segments,
     )
+
+
+@dataclass(frozen=True)
+class Change:
+    """One fact of an issued alert beside what its waiting update makes of it."""
+
+    field: str
+    what: str
+    before: str
+    after: str
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+async def _changes(service: Broadcaster, alert: Alert, proposal: Proposal) -> list[Change]:
+    """What the update changes: level, event, areas, headline, instruction, expiry (all shown; the
+    template marks those that differ)."""
+    proposed = request_from_fields(proposal.request)
+
+    async def areas(codes: Sequence[str]) -> str:
+        names = await service.area_names(codes)
+        return "、".join(names.values()) or "、".join(codes)
+
+    def expires(when: datetime | None) -> str:
+        return beijing(when, full=True) if when else t("未设", "not set")
+
+    return [
+        Change("level", t("级别", "Level"), alert.level.value, proposed.level.value),
+        Change("event", t("事件", "Event"), alert.event, proposed.event.strip()),
+        Change("areas", t("区域", "Areas"), await areas(alert.areas), await areas(proposed.areas)),
+        Change("headline", t("标题", "Headline"), alert.headline, proposed.headline),
+        Change("description", t("情况说明", "Description"), alert.description, proposed.description),
+        Change("instruction", t("防御指引", "Instruction"), alert.instruction, proposed.instruction),
+        Change("expires", t("有效至", "Expires"), expires(alert.expires), expires(proposed.expires)),
+    ]
 
 
 def _role_names() -> dict[str, str]:
@@ -488,6 +570,7 @@ def _move_words() -> dict[str, str]:
         "reject": t("驳回", "rejected"),
         "approve": t("批准", "approved"),
         "issue": t("发布", "issued"),
+        "propose_update": t("提出更新（待审批）", "proposed an update (waiting for approval)"),
         "update": t("更新", "updated"),
         "cancel": t("撤销", "cancelled"),
     }
@@ -514,11 +597,14 @@ async def approval_page(request: web.Request) -> web.Response:
     return await _approval_page(request, request.match_info["id"])
 
 
-async def _decide(request: web.Request, alert_id: str, decision: str, reason: str, user: User) -> Alert:
+async def _decide(
+    request: web.Request, alert_id: str, decision: str, reason: str, user: User, *, proposal: str = ""
+) -> Alert:
+    """`proposal`: the id of the waiting update the approver reviewed (approving refuses another)."""
     service = request.app[BROADCASTER]
     actor, role = user.name, user.role.value
     if decision == "approve":
-        alert = await service.approve(alert_id, actor=actor, role=role)
+        alert = await service.approve(alert_id, actor=actor, role=role, proposal=proposal)
         _in_background(request.app, BACKGROUND, service.fan_out(alert))
         return alert
     # A missing or over-long reason is refused by the service itself (FieldError naming `reason`).
@@ -534,11 +620,12 @@ async def approval_decide(request: web.Request) -> web.Response:
     alert_id = request.match_info["id"]
     form = await request.post()
     decision, reason = str(form.get("decision", "")), str(form.get("reason", ""))
+    proposal = str(form.get("proposal", ""))
     if decision not in DECISIONS:
         errors = {"decision": t("请选择批准、退回修改或驳回", "choose approve, return or reject")}
         return await _approval_page(request, alert_id, reason=reason, errors=errors, status=400)
     try:
-        alert = await _decide(request, alert_id, decision, reason, user)
+        alert = await _decide(request, alert_id, decision, reason, user, proposal=proposal)
     except FieldError as exc:
         return await _approval_page(
             request, alert_id, reason=reason, errors={exc.field: str(exc)}, status=400
@@ -549,8 +636,9 @@ async def approval_decide(request: web.Request) -> web.Response:
         return await _approval_page(request, alert_id, reason=reason, errors={"form": str(exc)}, status=409)
     except UsageError as exc:
         return await _approval_page(request, alert_id, reason=reason, errors={"form": str(exc)}, status=400)
-    if alert.state is AlertState.ISSUED:
+    if decision == "approve" and alert.state is AlertState.ISSUED:
         raise web.HTTPSeeOther(f"/console/alerts/{quote(alert.id)}")
+    # Returned or rejected (an update of an issued alert too): the review page shows the recorded move.
     raise web.HTTPSeeOther(f"/console/approvals/{quote(alert.id)}")
 
 

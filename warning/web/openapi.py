@@ -41,7 +41,18 @@ ERROR_CODES = (
 )
 CAP_ACTIONS = ("issued", "pending_approval", "draft", "updated", "cancelled")
 # An alert's moves (approval.Move): who did what to it.
-MOVE_ACTIONS = ("draft", "submit", "return", "revise", "approve", "reject", "issue", "update", "cancel")
+MOVE_ACTIONS = (
+    "draft",
+    "submit",
+    "return",
+    "revise",
+    "approve",
+    "reject",
+    "issue",
+    "propose_update",
+    "update",
+    "cancel",
+)
 # Twilio's SMS `MessageStatus` values the status hook knows (web/hooks.py); any other is 400.
 MESSAGE_STATUSES = ("queued", "accepted", "sending", "sent", "delivered", "undelivered", "failed")
 
@@ -49,7 +60,9 @@ Schema = dict[str, Any]
 
 _STRING: Schema = {"type": "string"}
 # Text every sent alert must carry: blank (only whitespace) counts as missing (preview.require_text).
-_TEXT: Schema = {"type": "string", "minLength": 1, "pattern": r"\S"}
+# Not blank as the server judges it (Python's str.strip, which also strips \x1c-\x1f and \x85).
+NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
+_TEXT: Schema = {"type": "string", "minLength": 1, "pattern": NOT_BLANK}
 _INT: Schema = {"type": "integer", "minimum": 0}
 _WHEN: Schema = {"type": "string", "format": "date-time"}
 _AREA: Schema = {
@@ -227,8 +240,32 @@ def _schemas() -> dict[str, Schema]:
             ]
         },
         "AlertList": _obj({"alerts": {"type": "array", "items": _ref("Alert")}}, ("alerts",)),
+        "UpdateProposed": {
+            "allOf": [
+                _ref("Alert"),
+                _obj(
+                    {
+                        "proposal": _obj(
+                            {
+                                "id": _STRING,
+                                "version": {"type": "integer", "minimum": 1},
+                                "request": {"type": "object"},
+                                "proposed_by": _STRING,
+                                "role": _STRING,
+                                "at": _WHEN,
+                            },
+                            ("id", "version", "request", "proposed_by", "role", "at"),
+                            description="The update waiting for approval: the version it replaces, its"
+                            " fields as sent (AlertCreate), who proposed it and when.",
+                        )
+                    },
+                    ("proposal",),
+                ),
+            ],
+            "description": "The issued alert, unchanged (still going out), and the update waiting.",
+        },
         "Reason": _obj(
-            {"reason": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": r"\S"}},
+            {"reason": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": NOT_BLANK}},
             ("reason",),
             additionalProperties=False,
             description="Why the alert is returned or rejected (the submitter sees it).",
@@ -756,9 +793,11 @@ def _paths() -> dict[str, Any]:
                 (
                     "approve",
                     "批准预警 Approve an alert",
-                    "Issues an alert waiting for approval (or a draft); recipients are queued in the"
-                    " background. Two-person rule: whoever submitted or edited it may not approve it (409),"
-                    " except a drill when `[approval] drills_self_approve`. Needs `approve`.",
+                    "Issues an alert waiting for approval (or a draft), or an issued alert's update waiting"
+                    " for approval as its new version; recipients are queued in the background. Two-person"
+                    " rule: whoever submitted or edited it (for an update: whoever proposed it) may not"
+                    " approve it (409), except a drill when `[approval] drills_self_approve`. Needs"
+                    " `approve`.",
                 ),
             )
         },
@@ -783,15 +822,17 @@ def _paths() -> dict[str, Any]:
                 (
                     "reject",
                     "驳回预警 Reject an alert",
-                    'An alert waiting for approval, or a draft, is never issued. `{"reason": "…"}` is'
-                    " required (400 naming `reason` without it). Needs `approve`.",
+                    "An alert waiting for approval, or a draft, is never issued; for an issued alert whose"
+                    " update waits, that update is dropped and the issued version stays."
+                    ' `{"reason": "…"}` is required (400 naming `reason` without it). Needs `approve`.',
                 ),
                 (
                     "return",
                     "退回修改 Return an alert for edit",
                     "An alert waiting for approval goes back to its submitter as a draft, with the reason;"
-                    ' they revise and resubmit it under the same id. `{"reason": "…"}` is required.'
-                    " Needs `approve`.",
+                    " they revise and resubmit it under the same id. For an issued alert whose update waits,"
+                    " the update goes back to its proposer (the issued version stays)."
+                    ' `{"reason": "…"}` is required. Needs `approve`.',
                 ),
             )
         },
@@ -799,7 +840,8 @@ def _paths() -> dict[str, Any]:
             "get": _api(
                 "经办记录 An alert's moves",
                 "Who did what to the alert and when, oldest first: submit, return, revise, approve,"
-                " reject, issue, update, cancel — with the reason where one was given. Needs `read`.",
+                " reject, issue, propose_update, update, cancel — with the reason where one was given."
+                " Needs `read`.",
                 {"200": _json(_ref("Moves"), "The moves.")},
                 "Unauthorized",
                 "Forbidden",
@@ -877,8 +919,18 @@ def _paths() -> dict[str, Any]:
         "/api/v1/alerts/{id}/update": {
             "post": _api(
                 "更新预警 Update an alert",
-                "A new version of an issued alert (same body as issuing one). Needs `issue`.",
-                {"200": _json(_ref("Alert"), "The new version.")},
+                "A new version of an issued alert (same body as issuing one): 200, everyone in the (new)"
+                " area is sent it in the background, marked as an update. Two-person rule, judged on the"
+                " update's level (and the alert's own kind: an Actual alert stays under the rule): at or"
+                " above `[approval] level` it is answered 202 — the issued version stays as it is and"
+                " keeps going out, and the update waits as the alert's `proposal` until an approver other"
+                " than its proposer approves it (`/approve` issues it as the new version; `/return` and"
+                " `/reject` with a reason drop it). A second proposal replaces a waiting one. Needs"
+                " `issue`.",
+                {
+                    "200": _json(_ref("Alert"), "The new version; recipients are queued in the background."),
+                    "202": _json(_ref("UpdateProposed"), "Waiting for approval; nothing new is sent."),
+                },
                 "Invalid",
                 "Unauthorized",
                 "Forbidden",

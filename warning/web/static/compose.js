@@ -12,8 +12,10 @@
   var approval = {};
   try { approval = JSON.parse(form.getAttribute("data-approval") || "{}"); } catch (e) { approval = {}; }
   var maxSegments = parseInt(form.getAttribute("data-max-segments") || "6", 10);
-  var updating = !!form.getAttribute("data-updates");
   var lastEstimate = null, timer = null, generation = 0, confirmed = false;
+  /* The estimate counts the whole area on the server: asked again only when what it counts changes
+     (areas, audiences, level, drill), not on every keystroke of the texts. */
+  var estimated = "", estimating = 0;
 
   function $(id) { return document.getElementById(id); }
   function all(selector, root) { return (root || document).querySelectorAll(selector); }
@@ -143,7 +145,6 @@
   /* -- preview and estimate ------------------------------------------------------------------ */
 
   function needsApproval(body) {
-    if (updating) { return false; }
     var row = approval[body.level];
     return !!(row && row[body.exercise ? "exercise" : "actual"]);
   }
@@ -203,17 +204,23 @@
     if (keepErrors !== true) { clearErrors(); }
     hint();
     if (!body.event || !body.areas.length || !body.audiences.length) { return; }
-    W.setText($("estimate-status"), words.loading);
-    W.postJSON("/api/v1/alerts/estimate", body, function (status, doc) {
-      if (mine !== generation) { return; }
-      if (status === 200 && doc) {
-        lastEstimate = doc;
-        W.fillEstimate($("estimate"), doc, words);
-        W.setText($("estimate-status"), "");
-      } else {
-        failed(status, doc, $("estimate-status"), true);
-      }
-    });
+    var key = JSON.stringify([body.areas, body.audiences, body.level, body.exercise]);
+    if (key !== estimated) {
+      var asked = ++estimating;
+      estimated = key;
+      W.setText($("estimate-status"), words.loading);
+      W.postJSON("/api/v1/alerts/estimate", body, function (status, doc) {
+        if (asked !== estimating) { return; }
+        if (status === 200 && doc) {
+          lastEstimate = doc;
+          W.fillEstimate($("estimate"), doc, words);
+          W.setText($("estimate-status"), "");
+        } else {
+          estimated = "";  /* ask again next time */
+          failed(status, doc, $("estimate-status"), true);
+        }
+      });
+    }
     if (!body.headline.replace(/\s/g, "") || !body.instruction.replace(/\s/g, "")) { return; }
     W.postJSON("/api/v1/alerts/preview", body, function (status, doc) {
       if (mine !== generation) { return; }
