@@ -21,8 +21,10 @@ be someone other than whoever proposed it (the first version's submitter may app
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -108,14 +110,19 @@ class Moves:
         return [str(i) for i in await self.redis.zrange(self.waiting_key(), 0, limit - 1)]
 
     @asynccontextmanager
-    async def deciding(self, alert_id: str) -> AsyncIterator[None]:
-        """Hold the alert's decision for the block.
+    async def deciding(self, alert_id: str, *, wait: float = 0.0) -> AsyncIterator[None]:
+        """Hold the alert's decision for the block, waiting up to `wait` seconds for another decision on
+        it to end (a cancel waits for an approval in flight rather than racing it).
 
         Raises:
             AlertError: another decision on this alert is running (try again in a moment).
         """
         key, mine = self.keys.key("alert", alert_id, "deciding"), secrets.token_hex(8)
-        if not await self.redis.set(key, mine, nx=True, ex=DECIDING_SECONDS):
+        deadline = time.monotonic() + wait
+        while not await self.redis.set(key, mine, nx=True, ex=DECIDING_SECONDS):
+            if time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                continue
             raise AlertError(
                 t(
                     "预警 {id} 正由另一人处理，请稍后刷新再试",

@@ -51,6 +51,7 @@ from warning.render.renderer import Renderer
 from warning.store import Store
 
 log = logging.getLogger(__name__)
+CANCEL_WAIT = 10.0  # seconds a cancel waits for another decision on the alert (an approval) to end
 
 _AREA = re.compile(r"^\d{6}(\d{3}){0,2}$")
 STOP_AUDIENCE = "speakers"
@@ -973,6 +974,14 @@ class Broadcaster(ReadModel):
             AlertError: unknown id, or the alert is not issued.
             RenderError: an all-clear template is broken (the alert is not cancelled then).
         """
+        # Decided under the alert's decision lock: an approval of its waiting update in flight ends first
+        # (and is then cancelled with it), never half before and half after the cancel.
+        async with self._moves.deciding(alert_id, wait=CANCEL_WAIT):
+            return await self._cancel(alert_id, silent=silent, note=note, actor=actor, role=role)
+
+    async def _cancel(
+        self, alert_id: str, *, silent: bool, note: str, actor: str, role: str
+    ) -> CancelOutcome:
         alert = await self.alerts.get(alert_id)
         if alert.state is AlertState.CANCELLED:
             return CancelOutcome(alert, {}, again=True)

@@ -314,6 +314,10 @@ async def test_console_update_waits_on_the_review_page_and_another_approver_appr
             assert response.headers["Location"] == f"/console/approvals/{alert_id}"
         assert (await service.broadcaster.alerts.get(alert_id)).version == 1
 
+        async with operator.get(f"{service.base}/console/alerts/{alert_id}") as response:
+            live = await response.text()
+        waiting = _text(_element(live, 'id="proposal-waiting"'))
+        assert "更新待审批" in waiting and "值班员" in waiting and "红色" in waiting and "第 1 版" in waiting
         async with approver.get(f"{service.base}/") as response:
             dashboard = await response.text()
         assert "更新待审批" in _element(dashboard, 'id="pending"')
@@ -342,3 +346,30 @@ async def test_console_update_waits_on_the_review_page_and_another_approver_appr
     finally:
         await operator.close()
         await approver.close()
+
+
+async def test_a_cancel_waits_for_a_decision_in_flight_and_then_cancels(
+    service: Service, county: County
+) -> None:
+    """An approval holding the alert's decision when the cancel arrives ends first; the cancel then
+    goes through (it neither fails nor slips in between the approval's steps)."""
+    alert = await issued_yellow(service, county)
+    broadcaster = service.broadcaster
+    released = asyncio.Event()
+
+    async def approving() -> None:
+        async with broadcaster._moves.deciding(alert["id"]):  # what approve() holds while it decides
+            await released.wait()
+
+    holder = asyncio.create_task(approving())
+    await asyncio.sleep(0.1)
+    cancelling = asyncio.create_task(
+        call(service, "值班员", f"/api/v1/alerts/{alert['id']}/cancel", {"silent": True})
+    )
+    await asyncio.sleep(0.5)
+    assert not cancelling.done(), "the cancel did not wait for the decision in flight"
+    assert (await broadcaster.alerts.get(alert["id"])).state is AlertState.ISSUED
+    released.set()
+    await holder
+    status, document = await asyncio.wait_for(cancelling, 10)
+    assert status == 200 and document["state"] == "cancelled", document

@@ -28,9 +28,11 @@ from aiohttp import web
 from warning.channels.registry import REGISTRY
 from warning.errors import AlertError, AlertNotFound, FieldError, RenderError
 from warning.i18n import current_language, t
+from warning.labels import label
 from warning.live import live_view, signature
 from warning.model import Alert
 from warning.readmodel import ReadModel
+from warning.render.words import CHINA_TIME
 from warning.store.connection import ReadersBusy
 from warning.users import User
 from warning.views import ViewCache, report, report_csv, report_xlsx
@@ -125,10 +127,21 @@ def live_routes() -> list[web.AbstractRouteDef]:
                 request, "console/alert.html", status=404, title=t("未找到预警", "Alert not found"), view=None
             )
         user = _user(request)
+        waiting = await request.app[BROADCASTER].proposal(alert_id)
+        proposal = (
+            {
+                "who": waiting.actor,
+                "at": waiting.at.astimezone(CHINA_TIME).strftime("%H:%M"),
+                "level": label("level", str(waiting.request.get("level", ""))),
+            }
+            if waiting is not None
+            else None
+        )
         return render_page(
             request,
             "console/alert.html",
             title=f"{view['alert']['event']} · {view['alert']['level_name']}",
+            proposal=proposal,
             view=view,
             flash=_flash(query_value(request, "done"), query_value(request, "n")),
             problem=_flash(query_value(request, "error"), ""),
