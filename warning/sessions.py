@@ -22,7 +22,10 @@ from redis.asyncio import Redis
 from warning.store import Keyspace
 
 COOKIE = "warning_session"
-LOGIN_FAILURES = 5  # failed sign-ins for one user name or one client address …
+LOGIN_FAILURES = 5  # failed sign-ins for one user name …
+# … or for one client address: higher, because a whole duty room often shares one address (NAT), and
+# one person's typos must not lock every operator out at 2 a.m.; still far below what guessing needs.
+LOGIN_FAILURES_PER_ADDRESS = 30
 LOGIN_WINDOW = 15 * 60  # … within this many seconds block it for LOGIN_BLOCK seconds
 LOGIN_BLOCK = 15 * 60
 _SEEN_EVERY = 30.0  # "last seen" is written at most this often per session (not on every request)
@@ -121,8 +124,9 @@ class Sessions:
 
 
 class LoginThrottle:
-    """After LOGIN_FAILURES failed sign-ins within LOGIN_WINDOW for one user name or one client address,
-    that name or address is refused for LOGIN_BLOCK seconds."""
+    """After LOGIN_FAILURES failed sign-ins within LOGIN_WINDOW for one user name (or
+    LOGIN_FAILURES_PER_ADDRESS from one client address), that name (or address) is refused for
+    LOGIN_BLOCK seconds."""
 
     def __init__(self, redis: Redis, keys: Keyspace) -> None:
         self.redis = redis
@@ -149,7 +153,7 @@ class LoginThrottle:
                 pipe.set(count_key, 0, ex=LOGIN_WINDOW, nx=True)  # the window opens at the first failure
                 pipe.incr(count_key)
                 _, count = await pipe.execute()
-            if int(count) >= LOGIN_FAILURES:
+            if int(count) >= (LOGIN_FAILURES if kind == "user" else LOGIN_FAILURES_PER_ADDRESS):
                 async with self.redis.pipeline(transaction=True) as pipe:
                     pipe.set(block_key, "1", ex=LOGIN_BLOCK)
                     pipe.delete(count_key)

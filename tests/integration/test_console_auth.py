@@ -13,7 +13,7 @@ from yarl import URL
 
 from tests.conftest import Servers
 from tests.integration.console_service import PASSWORD, Service, csrf_of, sign_in, start
-from warning.sessions import Sessions
+from warning.sessions import LOGIN_FAILURES_PER_ADDRESS, Sessions
 from warning.store import Store
 from warning.users import Users
 from warning.web.app import BROADCASTER, STORE
@@ -77,6 +77,20 @@ async def test_five_failures_block_the_name_for_fifteen_minutes(service: Service
             assert "15 分钟后再试" in await answer.text()
     actions = [e["action"] for e in await service.app[BROADCASTER].alerts.audit_log("u-viewer")]
     assert actions.count("login.failed") == 5 and "login.throttled" in actions
+    # The duty room shares one address: a colleague signs in at once despite those five failures.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+        assert (await login(client, service.base, "u-operator", PASSWORD)).status == 303
+
+
+async def test_one_address_is_blocked_after_many_failures_over_many_names(service: Service) -> None:
+    """A guesser trying name after name from one address is refused after LOGIN_FAILURES_PER_ADDRESS."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+        statuses = [
+            (await login(client, service.base, f"guess-{n // 4}", "wrong password!")).status
+            for n in range(LOGIN_FAILURES_PER_ADDRESS)
+        ]
+        assert statuses[:-1] == [401] * (LOGIN_FAILURES_PER_ADDRESS - 1) and statuses[-1] == 429
+        assert (await login(client, service.base, "u-operator", PASSWORD)).status == 429
 
 
 async def test_next_never_leaves_the_site(service: Service) -> None:
