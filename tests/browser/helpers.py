@@ -21,13 +21,13 @@ SCREENSHOTS = ROOT / "build" / "screenshots"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 INSTALL_HINT = (
     "no Chromium binary found: install it with `apt-get install -y chromium` (Debian/Ubuntu) "
-    "or point WARNING_CHROMIUM at one; never `playwright install` (it downloads from a CDN)"
+    "or point CHROMIUM_PATH at one; never `playwright install` (it downloads from a CDN)"
 )
 
 
 def chromium_path() -> str | None:
-    """The Chromium to drive: $WARNING_CHROMIUM if it exists, else the first on PATH, else None."""
-    configured = os.environ.get("WARNING_CHROMIUM", "")
+    """The Chromium to drive: $CHROMIUM_PATH if it exists, else the first on PATH, else None."""
+    configured = os.environ.get("CHROMIUM_PATH", "")
     if configured and Path(configured).is_file():
         return configured
     for name in CHROMIUM_NAMES:
