@@ -355,12 +355,24 @@ class Deliveries:
         """Every ledger anything was queued in for the alert version, sorted."""
         return sorted(str(m) for m in await self.redis.smembers(self.ledgers_key(alert_id, version)))
 
-    async def move(self, alert_id: str, version: int, channel: str, moves: Sequence[tuple[str, str]]) -> str:
-        """Apply (recipient, new state code) moves that the state machine allows; "1"/"0" per move."""
+    async def move(
+        self,
+        alert_id: str,
+        version: int,
+        channel: str,
+        moves: Sequence[tuple[str, str]],
+        *,
+        client: Any = None,
+    ) -> str:
+        """Apply (recipient, new state code) moves that the state machine allows; "1"/"0" per move.
+        With `client` (a pipeline) the move is only queued on it: its result comes from execute()."""
         if not moves:
             return ""
         keys = [self.states_key(alert_id, version, channel), self.counts_key(alert_id, version, channel)]
         args = [x for rid, code in moves for x in (rid, code)]
+        if client is not None:
+            await self._transition(keys=keys, args=args, client=client)
+            return ""
         return str(await self._transition(keys=keys, args=args))
 
     # -- reading ------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from warning.deliveries import Batch, Recipient
 from warning.model import Alert, AlertState
 from warning.phone import mask
 from warning.reach import OUTCOMES, Confirmation
+from warning.replay import REPLAY_WINDOW
 
 log = logging.getLogger(__name__)
 
@@ -96,17 +97,37 @@ class Evidence:
 
     # -- provider receipts --------------------------------------------------------------------------
 
-    async def delivery(self, key: str, code: str) -> bool:
+    async def delivery(self, key: str, code: str, *, first_seen: str = "") -> bool:
         """A receipt: move the delivery to `code` (S, D or F) and record it for the resident. False if
-        unknown. An S ("queued", "sent") moves only a send the worker recorded as ambiguous."""
+        unknown. An S ("queued", "sent") moves only a send the worker recorded as ambiguous.
+
+        `first_seen` (optional): the provider's replay-guard key for this receipt (see
+        warning.web.signatures.first_time); it is set here, in the same round trip as the move for a
+        delivered / failed receipt (a replay moves nothing: both scripts are idempotent), or first and
+        alone for "S". False is never returned for a replay: it is a known delivery."""
         parts = split_key(key)
         if parts is None:
             return False
         alert_id, version, ledger, recipient = parts
+        resident = recipient.startswith("r:") and ledger in RESIDENT_SOURCES
+        if code != "S":
+            # Delivered / failed: the replay guard, the ledger's move and the resident's evidence do not
+            # depend on each other (each script applies only what its state machine allows; a second
+            # "delivered" changes nothing), so one round trip for all three.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                if first_seen:
+                    pipe.set(first_seen, "1", nx=True, ex=REPLAY_WINDOW)
+                await self.deliveries.move(alert_id, version, ledger, [(recipient, code)], client=pipe)
+                if resident:
+                    await self.reach.record(alert_id, ledger, code, [recipient[2:]], client=pipe)
+                await pipe.execute()
+            return True
+        if first_seen and not await self.redis.set(first_seen, "1", nx=True, ex=REPLAY_WINDOW):
+            return True  # a replay of a receipt already applied
         moved = await self.deliveries.move(alert_id, version, ledger, [(recipient, code)])
         if code == "S" and moved != "1":
             return True  # the worker recorded "sent" already (and told the reach ledger)
-        if recipient.startswith("r:") and ledger in RESIDENT_SOURCES:
+        if resident:
             await self.reach.record(alert_id, ledger, code, [recipient[2:]])
         return True
 

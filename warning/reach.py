@@ -295,10 +295,18 @@ class Reach:
         return int(await self._register(keys=keys, args=args))
 
     async def record(
-        self, alert_id: str, source: str, code: str, residents: Sequence[str], now: float | None = None
+        self,
+        alert_id: str,
+        source: str,
+        code: str,
+        residents: Sequence[str],
+        now: float | None = None,
+        *,
+        client: Any = None,
     ) -> str:
         """Record evidence `code` of `source` for residents; one result character per resident
-        ("2" state advanced, "1" evidence only, "0" nothing new).
+        ("2" state advanced, "1" evidence only, "0" nothing new). With `client` (a pipeline) it is only
+        queued on it: its result comes from execute().
 
         Raises:
             KeyError: an unknown source or code (a bug, not an input problem).
@@ -307,6 +315,9 @@ class Reach:
             return ""
         rank, target = EVIDENCE[source][code]
         args = [source, code, str(rank), target, f"{now or self.clock():.3f}", *residents]
+        if client is not None:
+            await self._evidence(keys=self._base_keys(alert_id), args=args, client=client)
+            return ""
         return str(await self._evidence(keys=self._base_keys(alert_id), args=args))
 
     async def confirm(self, alert_id: str, resident: str, confirmation: Confirmation) -> str:

@@ -120,8 +120,15 @@ async def test_status_callback_signatures(site: Site, county: County) -> None:
         # Valid: delivered, and the resident is notified.
         assert await twilio_post(session, url, params, idempotency="same") == 204
         assert await state(site.alert.id, 1, "sms", f"r:{person['id']}") == "delivered"
-        # Replayed: counts once (the ledger moved once; the replay is dropped before it).
+        # Replayed: counts once (the replay guard is set in the receipt's own round trip; applying a
+        # "delivered" again changes nothing) — and a replayed "queued" cannot move it back either.
         assert await twilio_post(session, url, params, idempotency="same") == 204
+        queued = dict(params, MessageStatus="queued")
+        assert await twilio_post(session, url, queued, idempotency="same") == 204
+        assert await state(site.alert.id, 1, "sms", f"r:{person['id']}") == "delivered"
+        assert await site.service.deliveries.redis.exists(
+            site.service.store.keys.key("seen", "twilio", "same")
+        )
     counts = await site.service.deliveries.counts(site.alert.id, 1, ["sms"])
     assert counts["sms"].get("delivered") == 1
     entry = await site.service.reach.entry(site.alert.id, person["id"])

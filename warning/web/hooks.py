@@ -19,10 +19,11 @@ from defusedxml.common import DefusedXmlException  # type: ignore[import-untyped
 from warning.config import WechatSettings
 from warning.evidence import Evidence
 from warning.i18n import t
+from warning.replay import first_time
 from warning.store import Store
 from warning.web.access import public
 from warning.web.bodies import invalid_body
-from warning.web.signatures import first_time, signed_twilio_form, twilio_first_time, wechat_valid
+from warning.web.signatures import signed_twilio_form, twilio_first_time, twilio_seen_key, wechat_valid
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +57,15 @@ def hook_routes(
 
     @public
     async def twilio_status(request: web.Request) -> web.Response:
-        """An SMS delivery receipt."""
-        params = await twilio_form(request)
-        if params is None:
-            return web.Response(status=204)
+        """An SMS delivery receipt. The replay guard is set in the same round trip as the receipt is
+        applied (applying a receipt twice changes nothing), not in one of its own."""
+        params = await signed_twilio_form(request, public_url, request.app[auth_token])
         code = _STATUS.get(params.get("MessageStatus", ""))
         if code is None:
             return web.Response(status=400, text="unknown status")
         # "queued"/"sent" only matter for a send the worker recorded as ambiguous: Twilio has it.
-        if not await request.app[evidence].delivery(request.query.get("d", ""), code):
+        seen = twilio_seen_key(request, request.app[store].keys)
+        if not await request.app[evidence].delivery(request.query.get("d", ""), code, first_seen=seen):
             return web.Response(status=400, text="unknown delivery")
         return web.Response(status=204)
 
