@@ -603,8 +603,17 @@ class Broadcaster(ReadModel):
             area_names=await self._area_names(alert),
             max_segments=self.settings.sms.max_segments,
         )
+        counts = await count_recipients(
+            alert, audiences, self.directory, batch_size=self.settings.worker.batch_size
+        )
         return await estimate_reach(
-            alert, audiences, texts, store=self.store, directory=self.directory, settings=self.settings
+            alert,
+            audiences,
+            texts,
+            counts,
+            store=self.store,
+            directory=self.directory,
+            settings=self.settings,
         )
 
     def _request(self, mapped: MappedAlert) -> AlertRequest:

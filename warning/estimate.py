@@ -1,7 +1,7 @@
 """What an alert would reach before it is sent: people, phones, loudspeakers online, and how long it takes.
 
-Counting streams the directory village by village exactly as the fan-out does (`village_batches`, as
-`warning.preview` counts), so memory is bounded by one village whatever the county's size; nothing is
+The recipients are counted once, by the preview's `count_recipients` (streaming the directory village
+by village exactly as the fan-out does), so memory is bounded by one village whatever the county's size; nothing is
 saved or queued. A phone number is counted once per village (a household shares one; a number shared
 across villages is counted in each). Expected seconds are the time to the last first attempt at the
 configured provider rates: channels send side by side, so the alert's time is its slowest channel's.
@@ -17,16 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from warning.audiences import Audience
-from warning.audiences.recipients import village_batches
 from warning.channels.liveness import speaker_status
 from warning.config import Settings
 from warning.directory.store import Directory
 from warning.fanout import LANGUAGES, text_field
 from warning.model import Alert, Village
+from warning.preview import Counts
 from warning.render.sms import sms_segments
 from warning.store import Store
 
-PHONE_CHANNELS = ("sms", "voice")
 SHOWN_CHANNELS = ("sms", "voice", "wechat", "speaker")  # always in the answer, even at 0
 TREE_MAX_VILLAGES = 5000  # villages one directory tree answer lists at most (a county has hundreds)
 
@@ -93,132 +92,54 @@ def _segments_of(audiences: Sequence[Audience], texts: Mapping[str, str]) -> dic
     }
 
 
-@dataclass
-class _Tally:
-    recipients: dict[str, int] = field(default_factory=dict)
-    segments: dict[str, int] = field(default_factory=dict)
-    phones: int = 0
-    must_reach: int = 0
-    speakers_total: int = 0
-    speakers_online: int = 0
-
-
 async def estimate_reach(
     alert: Alert,
     audiences: Sequence[Audience],
     texts: Mapping[str, str],
+    counts: Counts,
     *,
     store: Store,
     directory: Directory,
     settings: Settings,
 ) -> Estimate:
-    """Count whom the alert would reach, village by village, without queuing anything.
+    """The reach of an alert from the preview's recipient counts (warning.preview `count_recipients`,
+    which walks the directory as the fan-out would), the directory's per-village counters and the
+    loudspeakers' liveness; nothing is queued.
 
     Raises:
         redis.exceptions.RedisError: Redis cannot be reached.
     """
-    segments = _segments_of(audiences, texts)
-    tally = _Tally()
-    seen_contacts: set[str] = set()
     villages = await directory.village_codes(alert.areas)
-    for village in villages:
-        await _count_village(
-            village, audiences, segments, tally, directory, settings.worker.batch_size, seen_contacts
-        )
-        await _count_speakers(village, tally, store, directory)
-    residents = sum(counts["residents"] for counts in (await village_counts(store, villages)).values())
+    segments = _segments_of(audiences, texts)
+    recipients: dict[str, int] = {}
+    for (_, channel), n in counts.queued.items():
+        recipients[channel] = recipients.get(channel, 0) + n
+    sms_segments_total = sum(
+        n * segments.get((audience, language), 1)
+        for (audience, channel, language), n in counts.languages.items()
+        if channel == "sms"
+    )
+    speaker_ids = [d for ids in (await directory.speaker_ids(villages)).values() for d in ids]
+    status = await speaker_status(store, speaker_ids)
+    residents = sum(c["residents"] for c in (await directory.village_counts(villages)).values())
     shown = [*SHOWN_CHANNELS, *(c for a in audiences for c in a.channels if c not in SHOWN_CHANNELS)]
     channels = {
         name: ChannelEstimate(
-            recipients=tally.recipients.get(name, 0),
-            segments=tally.segments.get(name, tally.recipients.get(name, 0)),
-            seconds=tally.recipients.get(name, 0) / channel_rate(settings, name),
+            recipients=recipients.get(name, 0),
+            segments=sms_segments_total if name == "sms" else recipients.get(name, 0),
+            seconds=recipients.get(name, 0) / channel_rate(settings, name),
         )
         for name in dict.fromkeys(shown)
     }
     return Estimate(
         villages=len(villages),
         residents=residents,
-        must_reach=tally.must_reach,
-        phones=tally.phones,
-        speakers_total=tally.speakers_total,
-        speakers_online=tally.speakers_online,
+        must_reach=counts.must_reach,
+        phones=counts.phones,
+        speakers_total=len(speaker_ids),
+        speakers_online=sum(1 for d in speaker_ids if status.get(d, {}).get("online")),
         channels=channels,
     )
-
-
-async def _count_village(
-    village: str,
-    audiences: Sequence[Audience],
-    segments: Mapping[tuple[str, str], int],
-    tally: _Tally,
-    directory: Directory,
-    batch_size: int,
-    seen_contacts: set[str],
-) -> None:
-    # As the delivery ledger would queue them: a person in two audiences gets one message per channel,
-    # from the first audience; residents belong to one village, so these sets stay one village large.
-    seen: dict[str, set[str]] = {}
-    phones: set[str] = set()
-    must: set[str] = set()
-    for audience in audiences:
-        async for batch in village_batches(
-            directory,
-            audience,
-            audience.channels,
-            village,
-            batch_size=batch_size,
-            seen_contacts=seen_contacts,
-        ):
-            if audience.must_reach:
-                must.update(r.id for r in batch.residents)
-            for channel, recipients in batch.recipients.items():
-                done = seen.setdefault(channel, set())
-                for r in recipients:
-                    if r.id in done or not r.address:
-                        continue
-                    done.add(r.id)
-                    tally.recipients[channel] = tally.recipients.get(channel, 0) + 1
-                    if channel == "sms":
-                        language = r.language if r.language in LANGUAGES else "zh-CN"
-                        tally.segments["sms"] = tally.segments.get("sms", 0) + segments.get(
-                            (audience.name, language), 1
-                        )
-                    if channel in PHONE_CHANNELS:
-                        phones.add(r.address)
-    tally.phones += len(phones)
-    tally.must_reach += len(must)
-
-
-async def _count_speakers(village: str, tally: _Tally, store: Store, directory: Directory) -> None:
-    """The village's loudspeakers and how many are online now (their last status report, as the fleet shows)."""
-    async for speakers in directory.stream_speakers([village]):
-        status = await speaker_status(store, [s.device_id for s in speakers])
-        tally.speakers_total += len(speakers)
-        tally.speakers_online += sum(1 for s in speakers if status.get(s.device_id, {}).get("online"))
-
-
-async def village_counts(store: Store, codes: Sequence[str]) -> dict[str, dict[str, int]]:
-    """Per village: residents, must_reach (vulnerable residents) and speakers, in one round trip.
-
-    Reads the directory's index sets (layout: warning/directory/store.py) by their cardinality.
-    """
-    if not codes:
-        return {}
-    parts = ("residents", "vulnerable", "speakers")
-    async with store.redis.pipeline(transaction=False) as pipe:
-        for code in codes:
-            for part in parts:
-                pipe.scard(store.keys.key("dir", f"v:{code}:{part}"))
-        found: list[Any] = await pipe.execute()
-    return {
-        code: {
-            "residents": int(found[i * 3]),
-            "must_reach": int(found[i * 3 + 1]),
-            "speakers": int(found[i * 3 + 2]),
-        }
-        for i, code in enumerate(codes)
-    }
 
 
 @dataclass(frozen=True)
@@ -239,7 +160,7 @@ def _matches(village: Village, query: str) -> bool:
 
 
 async def village_tree(
-    store: Store, directory: Directory, query: str = "", *, limit: int = TREE_MAX_VILLAGES
+    directory: Directory, query: str = "", *, limit: int = TREE_MAX_VILLAGES
 ) -> VillageTree:
     """The directory's townships and villages, those whose name, township name or code contains `query`
     (case-folded), at most `limit` villages, in code order.
@@ -251,7 +172,7 @@ async def village_tree(
     chosen = [v for v in await directory.villages(await directory.village_codes()) if _matches(v, needle)]
     truncated = len(chosen) > limit
     chosen = chosen[:limit]
-    counts = await village_counts(store, [v.code for v in chosen])
+    counts = await directory.village_counts([v.code for v in chosen])
     townships: dict[str, dict[str, Any]] = {}
     for village in chosen:
         township = townships.setdefault(

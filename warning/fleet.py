@@ -14,37 +14,13 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from warning.channels.liveness import status_key
 from warning.channels.speaker import acks_key, command_id
 from warning.labels import beijing
-from warning.live import speaker_states
-from warning.model import Alert, Speaker
+from warning.model import Alert
 from warning.readmodel import ReadModel
+from warning.speaker_states import SpeakerState, speaker_states
 
 RECENT_ALERTS = 20
-
-
-async def _devices(service: ReadModel, codes: Sequence[str]) -> dict[str, list[str]]:
-    redis = service.deliveries.redis
-    async with redis.pipeline(transaction=False) as pipe:
-        for code in codes:
-            pipe.smembers(service.store.keys.key("dir", f"v:{code}:speakers"))
-        found = await pipe.execute() if codes else []
-    return {code: sorted(map(str, ids)) for code, ids in zip(codes, found, strict=True)}
-
-
-async def _online(service: ReadModel, devices: Sequence[str]) -> set[str]:
-    if not devices:
-        return set()
-    raw = await service.deliveries.redis.hmget(status_key(service.store), list(devices))
-    return {d for d, r in zip(devices, raw, strict=True) if r and json.loads(r).get("online")}
-
-
-async def _names(service: ReadModel, devices: Sequence[str]) -> dict[str, str]:
-    if not devices:
-        return {}
-    raw = await service.deliveries.redis.hmget(service.store.keys.key("dir", "speakers"), list(devices))
-    return {d: Speaker.from_json(r).name for d, r in zip(devices, raw, strict=True) if r}
 
 
 async def last_played(service: ReadModel, devices: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -84,19 +60,18 @@ async def fleet_view(service: ReadModel, township: str = "", *, offline_only: bo
     """Townships with their loudspeaker counts, and one township's villages and devices (the first
     township when `township` is "" or unknown); `offline_only` keeps the offline devices of the page."""
     codes = await service.directory.village_codes()
-    by_village = await _devices(service, codes)
-    online = await _online(service, [d for ids in by_village.values() for d in ids])
+    states = await speaker_states(service, codes)  # every device's liveness: two round trips in all
     first_of: dict[str, str] = {}
     for code in codes:
         first_of.setdefault(code[:9], code)
     names = {v.code[:9]: v.township for v in await service.directory.villages(list(first_of.values()))}
-    per_township: dict[str, list[str]] = {}
+    per_township: dict[str, list[SpeakerState]] = {}
     for code in codes:
-        per_township.setdefault(code[:9], []).extend(by_village[code])
+        per_township.setdefault(code[:9], []).extend(states[code])
     townships: list[dict[str, Any]] = []
     for prefix in sorted(first_of):
         ids = per_township[prefix]
-        up = sum(1 for d in ids if d in online)
+        up = sum(1 for d in ids if d.online)
         townships.append(
             {
                 "code": prefix,
@@ -109,9 +84,8 @@ async def fleet_view(service: ReadModel, township: str = "", *, offline_only: bo
     chosen = township if township in first_of else (str(townships[0]["code"]) if townships else "")
     page_codes = [c for c in codes if c.startswith(chosen)] if chosen else []
     villages = {v.code: v.name for v in await service.directory.villages(page_codes)}
-    states = await speaker_states(service, page_codes)
-    devices = [s.device_id for ss in states.values() for s in ss]
-    speaker_names = await _names(service, devices)
+    devices = [s.device_id for code in page_codes for s in states[code]]
+    speaker_names = {d: sp.name for d, sp in (await service.directory.speakers(devices)).items()}
     played = await last_played(service, devices)
     rows = []
     for code in page_codes:

@@ -8,9 +8,8 @@ when it fires and whom it will call, the dead letters per channel, and the unrea
 their tags and their responsible person's phone. Phones are in the snapshot because operators must
 call them; nothing here logs it.
 
-Loudspeakers of a village fall in exactly one of: played (reported played), offline (liveness lost
-and not played), silent (online, but reported failed or no report within
-`escalation.speaker_play_within` of issue), waiting (online, still within that time).
+Loudspeakers are counted per village as warning/speaker_states.py says (played, silent, offline,
+waiting), by the reach view itself.
 """
 
 from __future__ import annotations
@@ -18,12 +17,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from warning.channels.liveness import status_key
-from warning.deliveries import STATES as DELIVERY_STATES
 from warning.i18n import current_language, t
 from warning.labels import BEIJING, label
 from warning.model import Alert, Contact, Role
@@ -49,78 +45,10 @@ VOLATILE = (
 )  # fields that change every second by themselves
 
 
-@dataclass(frozen=True, slots=True)
-class SpeakerState:
-    """One loudspeaker as the live page and the fleet page show it."""
-
-    device_id: str
-    village: str
-    online: bool
-    seen: str | None  # ISO time of its last status report, None if it never reported
-    delivery: str  # the delivery state of this alert's command ("" without an alert or a command)
-
-
 def tag_names(tags: Sequence[str], english: bool) -> list[str]:
     """独居、老人…: a resident's tags as people read them, the most telling first."""
     ordered = [t for t in _TAG_ORDER if t in tags] + sorted(t for t in tags if t not in _TAG_ORDER)
     return [_TAGS[t][1 if english else 0] if t in _TAGS else t for t in ordered]
-
-
-async def speaker_states(
-    service: ReadModel, codes: Sequence[str], alert: Alert | None = None
-) -> dict[str, list[SpeakerState]]:
-    """The loudspeakers of villages `codes` with their liveness (and, given `alert`, the state of its
-    command to each), in two round trips whatever the number of villages."""
-    redis = service.deliveries.redis
-    async with redis.pipeline(transaction=False) as pipe:
-        for code in codes:
-            # The directory's set of a village's device ids (layout: warning/directory/store.py).
-            pipe.smembers(service.store.keys.key("dir", f"v:{code}:speakers"))
-        found = await pipe.execute() if codes else []
-    by_village = {code: sorted(map(str, ids)) for code, ids in zip(codes, found, strict=True)}
-    devices = [d for ids in by_village.values() for d in ids]
-    status: dict[str, dict[str, Any]] = {}
-    states: dict[str, str] = {}
-    if devices:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(status_key(service.store), devices)
-            if alert is not None:
-                key = service.deliveries.states_key(alert.id, alert.version, "speaker")
-                pipe.hmget(key, [f"s:{d}" for d in devices])
-            replies = await pipe.execute()
-        status = {d: json.loads(r) for d, r in zip(devices, replies[0], strict=True) if r}
-        if alert is not None:
-            states = {d: DELIVERY_STATES.get(str(c), "") for d, c in zip(devices, replies[1], strict=True)}
-    return {
-        code: [
-            SpeakerState(
-                device_id=d,
-                village=code,
-                online=bool(status.get(d, {}).get("online")),
-                seen=status.get(d, {}).get("seen"),
-                delivery=states.get(d, ""),
-            )
-            for d in ids
-        ]
-        for code, ids in by_village.items()
-    }
-
-
-def speaker_counts(speakers: Sequence[SpeakerState], *, overdue: bool) -> dict[str, int]:
-    """played / silent / offline / waiting (a partition) and online, for one village's loudspeakers.
-    `overdue`: the time for a playback report is over, so an online one without it is silent."""
-    out = {"total": len(speakers), "online": 0, "played": 0, "silent": 0, "offline": 0, "waiting": 0}
-    for s in speakers:
-        out["online"] += s.online
-        if s.delivery == "delivered":
-            out["played"] += 1
-        elif not s.online:
-            out["offline"] += 1
-        elif overdue or s.delivery in ("failed", "dead"):
-            out["silent"] += 1
-        else:
-            out["waiting"] += 1
-    return out
 
 
 def _contact_json(contact: Contact | None, contact_id: str = "") -> dict[str, str]:
@@ -215,14 +143,10 @@ async def live_view(
     now = time.time()
     view = await reach_view(read_model, alert_id, limit=unreached_limit, villages_limit=VILLAGES_MAX_PAGE)
     alert = await read_model.alerts.get(alert_id)
-    milestones = await read_model.reach.milestones(alert.id)
-    issued = milestones.get("issued", alert.sent.timestamp())
-    overdue = now > issued + read_model.settings.escalation.speaker_play_within
-    codes = [v["code"] for v in view["villages"]]
-    speakers = await speaker_states(read_model, codes, alert)
+    issued = (await read_model.reach.milestones(alert.id)).get("issued", alert.sent.timestamp())
     villages = []
     for v in view["villages"]:
-        counts = speaker_counts(speakers.get(v["code"], []), overdue=overdue)
+        counts = v["speakers"]  # played / silent / offline / waiting: warning.speaker_states
         total = v["must_reach_total"]
         done = v["confirmed"] + v["acknowledged"]
         villages.append(

@@ -19,6 +19,8 @@ from warning.i18n import t
 from warning.model import Alert
 from warning.render.sms import sms_segments
 
+PHONE_CHANNELS = ("sms", "voice")  # the lanes that call a phone number
+
 
 def require_text(headline: str, instruction: str) -> None:
     """Refuse an alert that would go out without a headline or an instruction (blank counts as missing).
@@ -114,6 +116,8 @@ class Counts:
 
     villages: int = 0
     people: int = 0
+    must_reach: int = 0  # residents of the must-reach audiences (cadres confirm each of them)
+    phones: int = 0  # distinct numbers the SMS and voice lanes would call (once per village)
     queued: dict[tuple[str, str], int] = field(default_factory=dict)
     no_address: dict[tuple[str, str], int] = field(default_factory=dict)
     languages: dict[tuple[str, str, str], int] = field(default_factory=dict)
@@ -136,6 +140,8 @@ async def count_recipients(
         # is not queued again; residents and speakers belong to one village, so this set stays small.
         seen: dict[str, set[str]] = {}
         everyone: set[str] = set()
+        must: set[str] = set()
+        phones: set[str] = set()  # a household shares one; a number shared across villages counts in each
         for audience in audiences:
             async for members in village_batches(
                 directory,
@@ -145,6 +151,8 @@ async def count_recipients(
                 batch_size=batch_size,
                 seen_contacts=seen_contacts,
             ):
+                if audience.must_reach:
+                    must.update(r.id for r in members.residents)
                 for channel, recipients in members.recipients.items():
                     done = seen.setdefault(channel, set())
                     key = (audience.name, channel)
@@ -154,6 +162,8 @@ async def count_recipients(
                         done.add(r.id)
                         everyone.add(r.id)
                         if r.address:
+                            if channel in PHONE_CHANNELS:
+                                phones.add(r.address)
                             counts.queued[key] = counts.queued.get(key, 0) + 1
                             lang = (audience.name, channel, _text_language(r.language))
                             counts.languages[lang] = counts.languages.get(lang, 0) + 1
@@ -161,6 +171,8 @@ async def count_recipients(
                             counts.no_address[key] = counts.no_address.get(key, 0) + 1
         # Contacts are yielded once per alert, so counting per village never counts anyone twice.
         counts.people += len(everyone)
+        counts.must_reach += len(must)
+        counts.phones += len(phones)
     counts.villages = len(villages)
     return counts
 

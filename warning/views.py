@@ -10,20 +10,18 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from warning.channels.liveness import status_key
-from warning.deliveries import STATES as DELIVERY_STATES
 from warning.escalation import escalation_json
 from warning.i18n import current_language, t
 from warning.labels import BEIJING, beijing, label
 from warning.model import Alert, Contact
 from warning.reach import Confirmation, Entry
 from warning.readmodel import ReadModel
+from warning.speaker_states import speaker_counts, speaker_states
 
 UNREACHED_LIMIT = 1000  # rows of unreached residents in one view (the counts are always complete)
 UNREACHED_PAGE = 100  # unreached residents in one web page unless `limit` says otherwise
@@ -61,37 +59,12 @@ async def channel_counts(service: ReadModel, alert: Alert) -> dict[str, dict[str
 
 
 async def _speakers(service: ReadModel, alert: Alert, codes: Sequence[str]) -> dict[str, dict[str, int]]:
-    """Loudspeakers per village of `codes` (one page): total, online, played, failed — in two round trips
-    whatever the page's size (a village has a handful of loudspeakers)."""
-    redis = service.deliveries.redis
-    async with redis.pipeline(transaction=False) as pipe:
-        for code in codes:
-            # The directory's set of a village's device ids (layout: warning/directory/store.py).
-            pipe.smembers(service.store.keys.key("dir", f"v:{code}:speakers"))
-        found = await pipe.execute() if codes else []
-    by_village = {code: sorted(map(str, ids)) for code, ids in zip(codes, found, strict=True)}
-    devices = [d for ids in by_village.values() for d in ids]
-    status: dict[str, dict[str, Any]] = {}
-    states: dict[str, str] = {}
-    if devices:
-        key = service.deliveries.states_key(alert.id, alert.version, "speaker")
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(status_key(service.store), devices)
-            pipe.hmget(key, [f"s:{d}" for d in devices])
-            raw_status, codes_raw = await pipe.execute()
-        status = {d: json.loads(r) for d, r in zip(devices, raw_status, strict=True) if r}
-        states = {d: DELIVERY_STATES.get(str(c), "") for d, c in zip(devices, codes_raw, strict=True)}
-    out = {}
-    for code in codes:
-        ids = by_village[code]
-        seen = [states.get(d, "") for d in ids]
-        out[code] = {
-            "total": len(ids),
-            "online": sum(1 for d in ids if status.get(d, {}).get("online")),
-            "played": seen.count("delivered"),
-            "failed": seen.count("failed") + seen.count("dead"),
-        }
-    return out
+    """Loudspeakers per village of `codes` (one page): total, online, played, failed, and silent / offline /
+    waiting (warning.speaker_states) — in three round trips whatever the page's size."""
+    issued = (await service.reach.milestones(alert.id)).get("issued", alert.sent.timestamp())
+    overdue = time.time() > issued + service.settings.escalation.speaker_play_within
+    states = await speaker_states(service, codes, alert)
+    return {code: speaker_counts(states.get(code, []), overdue=overdue) for code in codes}
 
 
 def _offset(cursor: str) -> int:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from warning.live import SpeakerState, signature, speaker_counts, tag_names
+from warning.live import signature, tag_names
+from warning.speaker_states import SpeakerState, speaker_counts
 
 
 def speaker(online: bool, delivery: str) -> SpeakerState:
@@ -21,7 +22,15 @@ def test_every_loudspeaker_is_in_exactly_one_of_played_silent_offline_waiting() 
         speaker(True, "failed"),
     ]
     early = speaker_counts(fleet, overdue=False)
-    assert early == {"total": 6, "online": 3, "played": 2, "silent": 1, "offline": 2, "waiting": 1}
+    assert early == {
+        "total": 6,
+        "online": 3,
+        "failed": 1,
+        "played": 2,
+        "silent": 1,
+        "offline": 2,
+        "waiting": 1,
+    }
     late = speaker_counts(fleet, overdue=True)
     assert late["silent"] == 2 and late["waiting"] == 0
     for counts in (early, late):

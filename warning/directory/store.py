@@ -324,6 +324,40 @@ class Directory:
         raw = await self._redis.hget(self._key("speakers"), device_id)
         return Speaker.from_json(raw) if raw else None
 
+    async def speakers(self, ids: Sequence[str]) -> dict[str, Speaker]:
+        """The loudspeakers with these device ids (unknown ids left out), in one round trip."""
+        if not ids:
+            return {}
+        raw = await self._redis.hmget(self._key("speakers"), list(ids))
+        return {d: Speaker.from_json(r) for d, r in zip(ids, raw, strict=True) if r is not None}
+
+    async def village_counts(self, codes: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Per village: residents, must_reach (vulnerable residents) and speakers, from the index sets'
+        cardinalities, in one round trip for all `codes`."""
+        if not codes:
+            return {}
+        parts = ("residents", "vulnerable", "speakers")
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for code in codes:
+                for part in parts:
+                    pipe.scard(self._key(f"v:{code}:{part}"))
+            found = await pipe.execute()
+        return {
+            code: {"residents": int(r), "must_reach": int(m), "speakers": int(sp)}
+            for code, (r, m, sp) in zip(codes, zip(*[iter(found)] * 3, strict=True), strict=True)
+        }
+
+    async def speaker_ids(self, codes: Sequence[str]) -> dict[str, list[str]]:
+        """Each village's loudspeaker device ids, sorted, in one pipelined round trip for all `codes`
+        (a village has a handful; for a village's full records use `stream_speakers`)."""
+        if not codes:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for code in codes:
+                pipe.smembers(self._key(f"v:{code}:speakers"))
+            found = await pipe.execute()
+        return {code: sorted(map(_text, ids)) for code, ids in zip(codes, found, strict=True)}
+
     async def stream_speakers(
         self, areas: Iterable[str], batch_size: int = 500
     ) -> AsyncIterator[list[Speaker]]:

@@ -30,7 +30,7 @@ async def directory_villages(request: web.Request) -> web.Response:
         raise FieldError(t("q 最多 {n} 个字", "q may be at most {n} characters", n=QUERY_MAX), field="q")
     # The readers' own Redis pool when there is one: a crowd of pickers never waits for the fan-out.
     service = request.app[READ_MODEL] if READ_MODEL in request.app else request.app[BROADCASTER]
-    tree = await village_tree(service.store, service.directory, query)
+    tree = await village_tree(service.directory, query)
     return web.json_response(tree.to_json(), dumps=_dumps)
 
 
