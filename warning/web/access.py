@@ -26,6 +26,7 @@ from warning.sessions import COOKIE, Session, Sessions
 from warning.store.connection import ReadersBusy
 from warning.users import User, Users
 from warning.views import ReadGate, ViewCache
+from warning.web.bodies import error_document
 from warning.web.pages import ENV, PAGE_CSRF, PAGE_USER, page_context
 
 ACCESS_ATTR = "__warning_access__"
@@ -90,7 +91,7 @@ _FORBIDDEN_PAGE = ENV.from_string(
 
 
 def error_json(status: int, code: str, message: str) -> web.Response:
-    body = json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False)
+    body = json.dumps(error_document(code, message), ensure_ascii=False)
     return web.Response(text=body, status=status, content_type="application/json")
 
 
@@ -115,7 +116,7 @@ def forbidden(request: web.Request, message: str) -> web.Response:
     return web.Response(text=body, status=403, content_type="text/html", charset="utf-8")
 
 
-def _role_message(user: User, action: str) -> str:
+def role_message(user: User, action: str) -> str:
     return t(
         "您的角色（{r}）不能执行此操作（需要“{a}”权限），请联系管理员。",
         "your role ({r}) may not do this (it needs “{a}”); ask an administrator.",
@@ -258,7 +259,7 @@ def access_middleware(
         if user is None:
             return unauthorized() if api or token else login_redirect(request)
         if not user.may(declared):
-            return forbidden(request, _role_message(user, declared))
+            return forbidden(request, role_message(user, declared))
         if by_session and request.method not in SAFE_METHODS and not await _csrf_valid(request):
             return forbidden(
                 request,

@@ -34,7 +34,7 @@ from warning.views import (
     reach_csv,
     reach_view,
 )
-from warning.web.access import USER, access_middleware, public, requires, unauthorized
+from warning.web.access import USER, access_middleware, public, requires, role_message, unauthorized
 from warning.web.bodies import error_document, int_param, query_value, read_bytes, read_json_object
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def alert_json(alert: Alert) -> dict[str, Any]:
     return document | {"exercise": alert.exercise}
 
 
-def _request_from_json(body: dict[str, Any]) -> AlertRequest:
+def request_from_json(body: dict[str, Any]) -> AlertRequest:
     """Raises UsageError naming the offending field (attached as `.field`)."""
 
     def bad(field: str, zh: str, en: str) -> FieldError:
@@ -202,26 +202,13 @@ async def _api_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return busy()
 
 
-def _unauthorized() -> web.Response:
-    return unauthorized()
-
-
-def _require(request: web.Request, action: str) -> User:
+def require_user(request: web.Request, action: str) -> User:
     user = request[USER]
     if user is None:  # the middleware answers 401 first; this keeps a new public route from skipping it
-        raise web.HTTPUnauthorized(text=_unauthorized().text, content_type="application/json")
+        raise web.HTTPUnauthorized(text=unauthorized().text, content_type="application/json")
     if not user.may(action):
         raise web.HTTPForbidden(
-            text=json.dumps(
-                {
-                    "error": {
-                        "code": "forbidden",
-                        "message": t(
-                            "角色 {r} 不能执行 {a}", "role {r} may not {a}", r=user.role.value, a=action
-                        ),
-                    }
-                }
-            ),
+            text=json.dumps(error_document("forbidden", role_message(user, action)), ensure_ascii=False),
             content_type="application/json",
         )
     return user
@@ -231,7 +218,7 @@ def _public(alert: Alert) -> bool:
     return alert.state is AlertState.ISSUED and alert.status is AlertStatus.ACTUAL
 
 
-def _in_background(app: web.Application, tasks: web.AppKey[set[asyncio.Task[Any]]], work: Any) -> None:
+def in_background(app: web.Application, tasks: web.AppKey[set[asyncio.Task[Any]]], work: Any) -> None:
     """Run a fan-out after the response; the app waits for it on shutdown, and a crash is resumed anyway."""
     task = asyncio.create_task(work)
     app[tasks].add(task)
@@ -288,31 +275,31 @@ def api_routes(
 
         Under the two-person rule (`[approval] level`) the alert is saved rendered as pending_approval and
         answered 202: nothing is queued until another approver approves it."""
-        user = _require(request, "issue")
+        user = require_user(request, "issue")
         service = request.app[broadcaster]
         if request.content_type in ("application/cap+xml", "application/xml", "text/xml"):
             outcome = await service.ingest_cap(
                 await read_bytes(request), actor=user.name, role=user.role.value, approval=True
             )
             if outcome.action == "issued":
-                _in_background(request.app, background, service.fan_out(outcome.alert))
+                in_background(request.app, background, service.fan_out(outcome.alert))
             status = {"issued": 201, "draft": 201, "pending_approval": 202}.get(outcome.action, 200)
             return web.json_response(
                 alert_json(outcome.alert) | {"cap_action": outcome.action}, status=status
             )
         body = await read_json_object(request)
-        alert = await service.submit(_request_from_json(body), actor=user.name, role=user.role.value)
+        alert = await service.submit(request_from_json(body), actor=user.name, role=user.role.value)
         if alert.state is AlertState.PENDING_APPROVAL:
             return web.json_response(alert_json(alert), status=202)
-        _in_background(request.app, background, service.fan_out(alert))
+        in_background(request.app, background, service.fan_out(alert))
         return web.json_response(alert_json(alert), status=201)
 
     @requires("issue")
     async def preview_alert(request: web.Request) -> web.Response:
         """What issuing this JSON body would send (texts, recipients per audience × channel); nothing saved."""
-        _require(request, "issue")
+        require_user(request, "issue")
         body = await read_json_object(request)
-        preview = await request.app[broadcaster].preview(_request_from_json(body))
+        preview = await request.app[broadcaster].preview(request_from_json(body))
         document = dataclasses.asdict(preview) | {
             "alert": alert_json(preview.alert),
             "recipients": preview.recipients,
@@ -322,14 +309,14 @@ def api_routes(
 
     @requires("read")
     async def list_alerts(request: web.Request) -> web.Response:
-        _require(request, "read")
+        require_user(request, "read")
         limit = int_param(request, "limit", 50, 1000)
         alerts = await request.app[broadcaster].alerts.recent(limit=limit)
         return web.json_response({"alerts": [alert_json(a) for a in alerts]})
 
     @requires("read")
     async def get_alert(request: web.Request) -> web.Response:
-        _require(request, "read")
+        require_user(request, "read")
         model, alert_id = reads(request), request.match_info["id"]
 
         async def build() -> tuple[bytes, str, dict[str, str]]:
@@ -346,17 +333,17 @@ def api_routes(
         its recipients queued in the background. Under the two-person rule (judged on the update's level)
         202: the issued version stays as it is, still going out, and the update waits for another
         approver as the alert's `proposal` (approve, return and reject act on it)."""
-        user = _require(request, "issue")
+        user = require_user(request, "issue")
         service, alert_id = request.app[broadcaster], request.match_info["id"]
         body = await read_json_object(request)
         alert = await service.propose_update(
-            alert_id, _request_from_json(body), actor=user.name, role=user.role.value
+            alert_id, request_from_json(body), actor=user.name, role=user.role.value
         )
         changed(alert_id)
         proposal = await service.proposal(alert.id)
         if proposal is not None and proposal.version == alert.version:
             return web.json_response(alert_json(alert) | {"proposal": proposal.public()}, status=202)
-        _in_background(request.app, background, service.fan_out(alert))
+        in_background(request.app, background, service.fan_out(alert))
         return web.json_response(alert_json(alert))
 
     @public
@@ -370,7 +357,7 @@ def api_routes(
         if request[USER] is None:
             found = await service.alerts.find(request.match_info["id"])
             if found is None or not _public(found):
-                return _unauthorized()
+                return unauthorized()
             alert = found
         else:
             alert = await service.alerts.get(request.match_info["id"])
@@ -394,17 +381,17 @@ def api_routes(
     async def approve_alert(request: web.Request) -> web.Response:
         """Issue an alert waiting for approval, or a draft (two-person rule: an approver other than whoever
         submitted or edited it); 200 once it is issued, recipients are queued in the background."""
-        user = _require(request, "approve")
+        user = require_user(request, "approve")
         service = request.app[broadcaster]
         alert = await service.approve(request.match_info["id"], actor=user.name, role=user.role.value)
-        _in_background(request.app, background, service.fan_out(alert))
+        in_background(request.app, background, service.fan_out(alert))
         changed(request.match_info["id"])
         return web.json_response(alert_json(alert))
 
     @requires("approve")
     async def reject_alert(request: web.Request) -> web.Response:
         """Refuse an alert waiting for approval or a draft; body `{"reason": "…"}` (required); never issued."""
-        user = _require(request, "approve")
+        user = require_user(request, "approve")
         reason = reason_field(await read_json_object(request) if request.content_length else {})
         alert = await request.app[broadcaster].reject(
             request.match_info["id"], actor=user.name, role=user.role.value, reason=reason
@@ -415,7 +402,7 @@ def api_routes(
     @requires("read")
     async def alert_events(request: web.Request) -> web.StreamResponse:
         """Server-sent events: the alert's progress every second until it is no longer issued."""
-        _require(request, "read")
+        require_user(request, "read")
         service = reads(request)
         alert = await service.alerts.get(request.match_info["id"])
         response = web.StreamResponse(
@@ -450,7 +437,7 @@ def api_routes(
     @requires("cancel")
     async def cancel_alert(request: web.Request) -> web.Response:
         """Cancel; the body (optional) is `{"silent": false, "note": "…"}`: the all-clear goes out unless silent."""
-        user = _require(request, "cancel")
+        user = require_user(request, "cancel")
         body = await read_json_object(request) if request.content_length else {}
         unknown = sorted(set(body) - {"silent", "note"})
         if unknown:
@@ -485,7 +472,7 @@ def api_routes(
         must-reach residents with who answers for them (`cursor` / `villages_cursor` continue).
 
         Identical reads share one build for `server.read_cache_ttl`; a saturated readers' pool is 503."""
-        _require(request, "read")
+        require_user(request, "read")
         model, alert_id = reads(request), request.match_info["id"]
         limit = int_param(request, "limit", UNREACHED_PAGE, UNREACHED_MAX_PAGE)
         villages_limit = int_param(request, "villages_limit", VILLAGES_PAGE, VILLAGES_MAX_PAGE)
@@ -528,7 +515,7 @@ def api_routes(
         """The cadres' task lists: per contact how many residents, how many confirmed, and — for
         operators and up — the signed page link (a link lets whoever holds it confirm residents, so a
         viewer sees names and counts only)."""
-        user = _require(request, "read")
+        user = require_user(request, "read")
         service, alert_id = reads(request), request.match_info["id"]
         limit = int_param(request, "limit", TASKS_PAGE, TASKS_MAX_PAGE)
         cursor = _cursor_param(request, "cursor")

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from warning.approval import Move, reason_field
 from warning.web.access import requires
-from warning.web.api import _request_from_json, _require, alert_json
+from warning.web.api import alert_json, request_from_json, require_user
 from warning.web.bodies import read_json_object
 from warning.web.keys import BROADCASTER
 
@@ -35,16 +35,16 @@ def move_json(move: Move) -> dict[str, Any]:
 @requires("issue")
 async def estimate_alert(request: web.Request) -> web.Response:
     """Whom this alert JSON body would reach and how long it would take; nothing is saved or queued."""
-    _require(request, "issue")  # checked again here: the declaration above is what the middleware reads
+    require_user(request, "issue")  # checked again here: the declaration above is what the middleware reads
     body = await read_json_object(request)
-    estimate = await request.app[BROADCASTER].estimate(_request_from_json(body))
+    estimate = await request.app[BROADCASTER].estimate(request_from_json(body))
     return web.json_response(estimate.to_json())
 
 
 @requires("approve")
 async def return_alert(request: web.Request) -> web.Response:
     """Send an alert waiting for approval back to its submitter as a draft; `reason` is required."""
-    user = _require(request, "approve")
+    user = require_user(request, "approve")
     reason = reason_field(await read_json_object(request) if request.content_length else {})
     alert = await request.app[BROADCASTER].return_for_edit(
         request.match_info["id"], actor=user.name, role=user.role.value, reason=reason
@@ -55,7 +55,7 @@ async def return_alert(request: web.Request) -> web.Response:
 @requires("read")
 async def alert_moves(request: web.Request) -> web.Response:
     """The alert's moves, oldest first: action, actor, role, time and reason."""
-    _require(request, "read")
+    require_user(request, "read")
     service = request.app[BROADCASTER]
     alert = await service.alerts.get(request.match_info["id"])
     moves = await service.moves(alert.id)

@@ -37,7 +37,7 @@ from warning.preview import Preview
 from warning.readmodel import ReadModel
 from warning.users import User
 from warning.web.access import requires
-from warning.web.api import _in_background, _request_from_json
+from warning.web.api import in_background, request_from_json
 from warning.web.keys import BACKGROUND, BROADCASTER, READ_MODEL
 from warning.web.pages import PAGE_USER, render_page
 
@@ -368,7 +368,7 @@ def _alert_request(draft: Draft) -> AlertRequest:
         "instruction": draft.instruction,
         "expires": _expires(draft.expires, datetime.now(UTC)),
     }
-    return _request_from_json(body)
+    return request_from_json(body)
 
 
 async def _submit(request: web.Request, draft: Draft, user: User) -> tuple[Alert, bool]:
@@ -387,7 +387,7 @@ async def _submit(request: web.Request, draft: Draft, user: User) -> tuple[Alert
     else:
         alert = await service.submit(alert_request, actor=actor, role=role)
     if alert.state is AlertState.ISSUED:
-        _in_background(request.app, BACKGROUND, service.fan_out(alert))
+        in_background(request.app, BACKGROUND, service.fan_out(alert))
     return alert, alert.state is AlertState.PENDING_APPROVAL
 
 
@@ -605,7 +605,7 @@ async def _decide(
     actor, role = user.name, user.role.value
     if decision == "approve":
         alert = await service.approve(alert_id, actor=actor, role=role, proposal=proposal)
-        _in_background(request.app, BACKGROUND, service.fan_out(alert))
+        in_background(request.app, BACKGROUND, service.fan_out(alert))
         return alert
     # A missing or over-long reason is refused by the service itself (FieldError naming `reason`).
     if decision == "return":

@@ -17,7 +17,7 @@ from warning.channels.registry import REGISTRY
 from warning.errors import FieldError
 from warning.i18n import t
 from warning.web.access import requires
-from warning.web.api import _require
+from warning.web.api import require_user
 from warning.web.bodies import int_param, query_value, read_json_object
 
 MAX_LIMIT = 1000
@@ -63,7 +63,7 @@ def deadletter_routes(broadcaster: web.AppKey[Broadcaster]) -> list[web.RouteDef
     @requires("read")
     async def list_dead(request: web.Request) -> web.Response:
         """Dead-lettered batches per channel (at most `limit` per channel), with the total per channel."""
-        _require(request, "read")
+        require_user(request, "read")
         channels = _channels(query_value(request, "channel"))
         limit = int_param(request, "limit", 100, MAX_LIMIT)
         service = request.app[broadcaster]
@@ -77,7 +77,7 @@ def deadletter_routes(broadcaster: web.AppKey[Broadcaster]) -> list[web.RouteDef
     @requires("cancel")
     async def requeue(request: web.Request) -> web.Response:
         """Put a channel's dead letters (or every channel's) back in the queue; returns how many."""
-        user = _require(request, "cancel")
+        user = require_user(request, "cancel")
         body = await read_json_object(request)
         service = request.app[broadcaster]
         requeued = {

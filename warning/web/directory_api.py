@@ -13,7 +13,7 @@ from warning.errors import FieldError
 from warning.estimate import village_tree
 from warning.i18n import t
 from warning.web.access import requires
-from warning.web.api import _require
+from warning.web.api import require_user
 from warning.web.bodies import query_value
 from warning.web.keys import BROADCASTER, READ_MODEL
 
@@ -24,7 +24,7 @@ QUERY_MAX = 64  # characters of a search
 async def directory_villages(request: web.Request) -> web.Response:
     """Townships and their villages (code, name, lat, lon, residents, must_reach, speakers), filtered by
     `q`; at most a bounded number of villages (`truncated` says when more matched)."""
-    _require(request, "read")
+    require_user(request, "read")
     query = query_value(request, "q")
     if len(query) > QUERY_MAX:
         raise FieldError(t("q 最多 {n} 个字", "q may be at most {n} characters", n=QUERY_MAX), field="q")

@@ -379,7 +379,9 @@ def _schemas() -> dict[str, Schema]:
                             "notified": _INT,
                             "pending": _INT,
                             "residents": _ref("ReachCounts"),
-                            "speakers": _counts("total", "online", "played", "failed", "silent", "offline", "waiting"),
+                            "speakers": _counts(
+                                "total", "online", "played", "failed", "silent", "offline", "waiting"
+                            ),
                             "heard_at": {"type": ["string", "null"], "format": "date-time"},
                             "responsible": {"oneOf": [_ref("Responsible"), {"type": "null"}]},
                         },
