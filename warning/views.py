@@ -58,10 +58,12 @@ async def channel_counts(service: ReadModel, alert: Alert) -> dict[str, dict[str
     return out
 
 
-async def _speakers(service: ReadModel, alert: Alert, codes: Sequence[str]) -> dict[str, dict[str, int]]:
+async def _speakers(
+    service: ReadModel, alert: Alert, codes: Sequence[str], milestones: dict[str, float]
+) -> dict[str, dict[str, int]]:
     """Loudspeakers per village of `codes` (one page): total, online, played, failed, and silent / offline /
     waiting (warning.speaker_states) — in three round trips whatever the page's size."""
-    issued = (await service.reach.milestones(alert.id)).get("issued", alert.sent.timestamp())
+    issued = milestones.get("issued", alert.sent.timestamp())
     overdue = time.time() > issued + service.settings.escalation.speaker_play_within
     states = await speaker_states(service, codes, alert)
     return {code: speaker_counts(states.get(code, []), overdue=overdue) for code in codes}
@@ -106,7 +108,8 @@ async def reach_view(
     village_codes = all_codes[first:] if villages_limit is None else all_codes[first : first + villages_limit]
     after = first + len(village_codes)
     names = {v.code: v.name for v in await service.directory.villages(village_codes)}
-    speakers = await _speakers(service, alert, village_codes)
+    milestones = await reach.milestones(alert.id)
+    speakers = await _speakers(service, alert, village_codes, milestones)
     villages = []
     for code in village_codes:
         mv, everyone = counts.scope(f"mv:{code}"), counts.scope(f"v:{code}")
@@ -186,7 +189,7 @@ async def reach_view(
         "unreached_total": await reach.open_count(alert.id),
         "unreached_next": next_cursor or None,
         "channels": await channel_counts(service, alert),
-        "milestones": {k: _iso(v) for k, v in (await reach.milestones(alert.id)).items() if ":" not in k},
+        "milestones": {k: _iso(v) for k, v in milestones.items() if ":" not in k},
         "escalations": [escalation_json(e) for e in await service.escalation.log(alert.id)],
     }
 
