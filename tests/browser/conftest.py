@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from tests.browser.helpers import INSTALL_HINT, SCREENSHOTS, Shots, chromium_path, in_ci
-from tests.conftest import Servers, free_port
+from tests.conftest import Servers, free_port, start_app
 from tests.integration.conftest import County
 
 # The integration fixtures this folder shares (re-exported so pytest finds them here).
@@ -117,9 +117,7 @@ async def console(
     port = free_port()
     settings = service_settings(servers, sample_store, port, tmp_path / "data")
     app = build_app(settings)  # every channel's workers, the scheduler and the provider sandboxes
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner = await start_app(app, port)
     devices = [s["device_id"] for s in county.speakers if s["village"] in (SEARCHED[0], MAPPED[0])]
     speakers = SpeakerSimulator(
         app[BROKER],

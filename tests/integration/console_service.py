@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import aiohttp
 from aiohttp import web
 
-from tests.conftest import Servers, free_port
+from tests.conftest import Servers, free_port, start_app
 from warning.broadcast import Broadcaster
 from warning.config import MqttSettings, Settings
 from warning.store import Store
@@ -59,9 +59,7 @@ async def serving(
     """The app of `settings` serving on its port with `channels`' workers (none by default) and each of
     `users` (name → role) added with PASSWORD."""
     app = build_app(settings, channels=channels or [])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", settings.server.port).start()
+    runner = await start_app(app, settings.server.port)
     try:
         accounts = Users(app[STORE].redis, app[STORE].keys)
         tokens = {name: await accounts.add(name, role, password=PASSWORD) for name, role in users.items()}

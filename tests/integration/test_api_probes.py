@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import Servers, free_port
+from tests.conftest import Servers, free_port, start_app
 from warning.broadcast import AlertRequest
 from warning.config import MqttSettings, Settings
 from warning.links import CADRE, link_expiry
@@ -71,9 +71,7 @@ async def service(sample_store: Store, servers: Servers) -> AsyncIterator[Servic
         ),
     )
     app = build_app(settings, channels=[])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner = await start_app(app, port)
     try:
         users = Users(app[STORE].redis, app[STORE].keys)
         tokens = {role: await users.add(f"u-{role}", role) for role in ("viewer", "operator", "approver")}

@@ -28,7 +28,7 @@ import openpyxl
 import pytest
 from aiohttp import web
 
-from tests.conftest import Servers, free_port
+from tests.conftest import Servers, free_port, start_app
 from tests.integration.conftest import County
 from warning.broadcast import AlertRequest
 from warning.config import DirectorySettings, MqttSettings, Settings, TwilioSettings
@@ -277,9 +277,7 @@ def _settings(store: Store, servers: Servers, port: int, **server: Any) -> Setti
 
 async def _start(settings: Settings, channels: list[str]) -> tuple[web.AppRunner, web.Application]:
     app = build_app(settings, channels=channels)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", settings.server.port).start()
+    runner = await start_app(app, settings.server.port)
     return runner, app
 
 

@@ -18,7 +18,7 @@ from openapi_schema_validator import OAS31Validator, oas31_format_checker
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
-from tests.conftest import Servers, free_port
+from tests.conftest import Servers, free_port, start_app
 from warning.config import MqttSettings, Settings
 from warning.model import Alert, AlertState, AlertStatus, Level
 from warning.store import Store
@@ -179,9 +179,7 @@ async def service(sample_store: Store, servers: Servers) -> AsyncIterator[tuple[
         ),
     )
     app = build_app(settings, channels=[])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner = await start_app(app, port)
     try:
         yield app, settings.server.base_url
     finally:

@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from tests.conftest import Servers, _drop_namespace, free_port, new_namespace
+from tests.conftest import Servers, _drop_namespace, free_port, new_namespace, start_app
 from warning.broadcast import AlertRequest
 from warning.config import MqttSettings, Settings
 from warning.model import AlertStatus, Level
@@ -94,10 +93,8 @@ def live_service(servers: Servers) -> Iterator[Live]:
 
     async def run() -> None:
         app = build_app(_settings(servers, namespace, port), load_sample=True, channels=[])
-        runner = web.AppRunner(app, access_log=None)
+        runner = await start_app(app, port)
         try:
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
             token = await Users(app[STORE].redis, app[STORE].keys).add("schemathesis", "admin")
             service = app[BROADCASTER]
             issued, _ = await service.issue(_drill(f"fuzz-issued-{namespace}"), actor="schemathesis")

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import Servers, free_port
+from tests.conftest import Servers, free_port, start_app
 from tests.integration.conftest import County
 from warning.broadcast import AlertRequest
 from warning.config import MqttSettings, Settings
@@ -43,10 +43,7 @@ async def service(sample_store: Store, servers: Servers) -> AsyncIterator[tuple[
         voice=replace(base.voice, retry_after=0.2),
     )
     app = build_app(settings, channels=["sms", "voice"])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
+    runner = await start_app(app, port)
     try:
         yield app, settings.server.base_url
     finally:
